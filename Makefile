@@ -1,0 +1,39 @@
+# Greenhouse: `make run` for a demo, `make test` for every test. See README.md.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# PostgreSQL used by the second half of `make test` (skipped with a reason when unreachable).
+TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
+
+.PHONY: setup run migrate test test-sqlite test-postgres lint clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+migrate: setup
+	$(PY) manage.py migrate --no-input
+
+run: migrate
+	@echo "Collector on port 5555 with 5 simulated boards; Ctrl-C stops everything."
+	@echo "In another terminal: $(PY) manage.py export_readings"
+	$(VENV)/bin/supervisord -c deploy/demo.conf
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint test-sqlite test-postgres
+
+test-sqlite: setup
+	env -u DATABASE_URL $(VENV)/bin/pytest
+
+test-postgres: setup
+	DATABASE_URL=$(TEST_POSTGRES_URL) $(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3* .pytest_cache

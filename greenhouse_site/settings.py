@@ -1,0 +1,147 @@
+"""Settings for the Greenhouse server.
+
+Everything a deployment changes comes from the environment (or an optional `.env`
+file next to manage.py) through django-environ. Values are typed strictly: a
+malformed number or boolean stops start-up with the variable's name in the
+message instead of running with a surprise. Range checks live in
+`sensors/checks.py` as Django system checks.
+"""
+
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+_dotenv = BASE_DIR / ".env"
+if _dotenv.is_file():
+    environ.Env.read_env(_dotenv)
+
+
+def _typed(kind: str, name: str, default):
+    """Read one variable with django-environ and name it in any error."""
+    try:
+        return getattr(env, kind)(name, default=default)
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(
+            f"Environment variable {name}={env.str(name)!r} is not a valid {kind}: {exc}"
+        ) from exc
+
+
+DEBUG = _typed("bool", "DEBUG", False)
+# A development key is only acceptable for a local demo; `manage.py check --deploy`
+# flags it, and docs/ describe setting SECRET_KEY in production.
+SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-greenhouse-development-key-change-me")
+ALLOWED_HOSTS = _typed("list", "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "sensors",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "greenhouse_site.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "greenhouse_site.wsgi.application"
+
+# SQLite by default, in the project directory; PostgreSQL with
+# DATABASE_URL=postgres://user@host:5432/dbname.
+try:
+    DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'greenhouse.sqlite3'}")}
+except (ValueError, KeyError, environ.ImproperlyConfigured) as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from exc
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            # WAL lets the web UI read while the collector writes; NORMAL is
+            # durable across application crashes in WAL mode.
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            # Take the write lock at BEGIN so two writers queue on the busy
+            # timeout instead of failing with "database is locked" mid-transaction.
+            "transaction_mode": "IMMEDIATE",
+            "timeout": _typed("float", "SQLITE_BUSY_TIMEOUT", 20.0),
+        }
+    )
+    # Tests that start the real collector as a subprocess need a file, not :memory:.
+    DATABASES["default"].setdefault("TEST", {})["NAME"] = env.str(
+        "TEST_SQLITE_NAME", default=str(BASE_DIR / "var" / "test.sqlite3")
+    )
+else:
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+# Stored times are UTC; TIME_ZONE is only how pages show them.
+TIME_ZONE = env.str("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+# --- Collector (python manage.py collect) --------------------------------------
+COLLECTOR_HOST = env.str("COLLECTOR_HOST", default="0.0.0.0")
+COLLECTOR_PORT = _typed("int", "COLLECTOR_PORT", 5555)
+COLLECTOR_FLUSH_INTERVAL = _typed("float", "COLLECTOR_FLUSH_INTERVAL", 5.0)
+COLLECTOR_STATS_INTERVAL = _typed("float", "COLLECTOR_STATS_INTERVAL", 60.0)
+COLLECTOR_IDLE_TIMEOUT = _typed("float", "COLLECTOR_IDLE_TIMEOUT", 600.0)
+COLLECTOR_MAX_CONNECTIONS = _typed("int", "COLLECTOR_MAX_CONNECTIONS", 12000)
+COLLECTOR_MAX_METRICS_PER_SENSOR = _typed("int", "COLLECTOR_MAX_METRICS_PER_SENSOR", 16)
+
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL.")
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
+    },
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", "formatter": "plain"},
+    },
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        "sensors": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+    },
+}

@@ -1,0 +1,39 @@
+"""Configuration mistakes reported as Django system checks (shown by every manage.py command)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.checks import Error, register
+from django.db import connections
+
+from .storage import SUPPORTED_VENDORS
+
+
+@register()
+def collector_settings_check(app_configs, **kwargs) -> list[Error]:
+    errors = []
+    if not 0 <= settings.COLLECTOR_PORT <= 65535:
+        errors.append(
+            Error(f"COLLECTOR_PORT={settings.COLLECTOR_PORT} is not a TCP port (0-65535).", id="sensors.E001")
+        )
+    for name in ("COLLECTOR_FLUSH_INTERVAL", "COLLECTOR_STATS_INTERVAL", "COLLECTOR_IDLE_TIMEOUT"):
+        if getattr(settings, name) <= 0:
+            errors.append(Error(f"{name} must be a positive number of seconds.", id="sensors.E002"))
+    for name in ("COLLECTOR_MAX_CONNECTIONS", "COLLECTOR_MAX_METRICS_PER_SENSOR"):
+        if getattr(settings, name) < 1:
+            errors.append(Error(f"{name} must be at least 1.", id="sensors.E003"))
+    return errors
+
+
+@register()
+def database_vendor_check(app_configs, **kwargs) -> list[Error]:
+    vendor = connections["default"].vendor
+    if vendor not in SUPPORTED_VENDORS:
+        return [
+            Error(
+                f"The collector cannot merge readings on a {vendor} database.",
+                hint="Use SQLite (the default) or PostgreSQL in DATABASE_URL.",
+                id="sensors.E010",
+            )
+        ]
+    return []

@@ -1,0 +1,198 @@
+"""The collector: listener -> parser -> aggregator -> writer, and its lifecycle.
+
+No Django import: the `collect` management command builds a `Collector` with
+the storage function and handles signals. The ingest loop runs in the calling
+thread and is a sequence of small steps (`step`, `flush`, `report_stats`,
+`shutdown`) that tests can call directly; the database is only touched by the
+writer thread, so a slow database never stalls reading from the sensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .aggregator import Aggregator
+from .listener import LineListener
+from .protocol import Reason, Rejected, parse_line
+from .ratelimit import LogLimiter
+from .writer import Writer
+
+logger = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.25
+
+
+@dataclass(frozen=True)
+class CollectorConfig:
+    host: str = "0.0.0.0"
+    port: int = 5555
+    flush_interval: float = 5.0
+    stats_interval: float = 60.0
+    idle_timeout: float = 600.0
+    max_connections: int = 12000
+    max_metrics_per_sensor: int = 16
+    drain_seconds: float = 1.0
+    shutdown_write_seconds: float = 8.0
+
+
+def _format_counts(counts: Counter[str]) -> str:
+    return ", ".join(f"{reason}={count}" for reason, count in sorted(counts.items())) or "none"
+
+
+class Collector:
+    def __init__(self, config: CollectorConfig, writer: Writer, clock: Callable[[], float] = time.time) -> None:
+        self.config = config
+        self.writer = writer
+        self.clock = clock
+        self.aggregator = Aggregator(config.max_metrics_per_sensor)
+        self.listener = LineListener(
+            config.host,
+            config.port,
+            self.handle_lines,
+            max_connections=config.max_connections,
+            idle_timeout=config.idle_timeout,
+            clock=clock,
+        )
+        self.lines = 0
+        self.samples = 0
+        self.rejected_lines: Counter[str] = Counter()
+        self.rejected_fields: Counter[str] = Counter()
+        self._log_limiter = LogLimiter()
+        self._stop_requested = False
+        self._last_stats: dict = {}
+        self._stats_time = 0.0
+        self._next_flush = 0.0
+        self._next_stats = 0.0
+        self._next_idle_sweep = 0.0
+
+    # --- lifecycle -----------------------------------------------------------
+    def start(self) -> tuple[str, int]:
+        """Bind (raises listener.BindError) and start the writer; return the bound address."""
+        address = self.listener.bind()
+        self.writer.start()
+        now = time.monotonic()
+        self._next_flush = now + self.config.flush_interval
+        self._next_stats = now + self.config.stats_interval
+        self._next_idle_sweep = now + min(self.config.idle_timeout / 10, 5.0)
+        self._stats_time = now
+        self._last_stats = self._stats_snapshot()
+        return address
+
+    def request_stop(self) -> None:
+        """Safe to call from a signal handler: the loop notices within one poll."""
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
+
+    def run(self) -> None:
+        while not self._stop_requested:
+            self.step()
+
+    def shutdown(self) -> int:
+        """Stop accepting, read what has arrived, flush, wait for the writer.
+
+        Returns the number of samples that could not be written (0 on a clean stop).
+        """
+        self.listener.stop_accepting()
+        self.listener.drain(self.config.drain_seconds)
+        self.listener.close_all()
+        self.flush()
+        lost = self.writer.finish(self.config.shutdown_write_seconds)
+        self.report_stats()
+        return lost
+
+    # --- steps -----------------------------------------------------------------
+    def step(self, timeout: float = POLL_SECONDS) -> None:
+        self.listener.poll(timeout)
+        now = time.monotonic()
+        if now >= self._next_flush:
+            self._next_flush = now + self.config.flush_interval
+            self.flush()
+        if now >= self._next_stats:
+            self._next_stats = now + self.config.stats_interval
+            self.report_stats()
+        if now >= self._next_idle_sweep:
+            self._next_idle_sweep = now + min(self.config.idle_timeout / 10, 5.0)
+            self.listener.close_idle()
+
+    def handle_lines(self, peer: str, lines: list[bytes], timestamp: float) -> None:
+        """Parse and aggregate the complete lines of one read (the listener's callback)."""
+        aggregator = self.aggregator
+        for raw in lines:
+            parsed = parse_line(raw)
+            if parsed is None:
+                continue
+            if isinstance(parsed, Rejected):
+                self._reject_line(peer, raw, parsed)
+                continue
+            self.lines += 1
+            refused = aggregator.add(parsed.mac, parsed.values, timestamp, peer)
+            self.samples += len(parsed.values) - refused
+            if parsed.dropped:
+                self.rejected_fields.update(parsed.dropped)
+            if refused:
+                self.rejected_fields[Reason.TOO_MANY_METRICS] += refused
+                if refused == len(parsed.values):
+                    self.lines -= 1
+                    self._reject_line(peer, raw, Rejected(Reason.TOO_MANY_METRICS))
+
+    def flush(self) -> None:
+        """Hand the current minute buckets to the writer (cheap: a swap)."""
+        self.writer.submit(self.aggregator.drain())
+
+    def report_stats(self) -> None:
+        """Log one line about the last interval: connections, rates, rejections, writes."""
+        now = time.monotonic()
+        elapsed = max(now - self._stats_time, 1e-9)
+        current = self._stats_snapshot()
+        previous = self._last_stats
+        self._stats_time, self._last_stats = now, current
+        counters = self.listener.counters
+        logger.info(
+            "stats: %d connections open, %.1f lines/s, %.1f samples/s, rejected lines: %s; "
+            "rejected fields: %s; rows written: %d; buckets pending: %d; "
+            "connections opened %d, closed idle %d, refused %d",
+            self.listener.connection_count,
+            (current["lines"] - previous["lines"]) / elapsed,
+            (current["samples"] - previous["samples"]) / elapsed,
+            _format_counts(current["rejected_lines"] - previous["rejected_lines"]),
+            _format_counts(current["rejected_fields"] - previous["rejected_fields"]),
+            current["rows"] - previous["rows"],
+            self.aggregator.pending_buckets + self.writer.pending_buckets,
+            counters["connections_opened"] - previous["opened"],
+            counters["idle_closed"] - previous["idle_closed"],
+            counters["refused_max_connections"] - previous["refused"],
+        )
+
+    def rejected_line_totals(self) -> Counter[str]:
+        """Rejected lines by reason since start, framing rejections included."""
+        totals = Counter(self.rejected_lines)
+        for reason in (Reason.LINE_TOO_LONG, Reason.INCOMPLETE_LINE):
+            if self.listener.counters[reason]:
+                totals[reason] = self.listener.counters[reason]
+        return totals
+
+    # --- internals ---------------------------------------------------------------
+    def _stats_snapshot(self) -> dict:
+        counters = self.listener.counters
+        return {
+            "lines": self.lines,
+            "samples": self.samples,
+            "rows": self.writer.rows_written,
+            "rejected_lines": self.rejected_line_totals(),
+            "rejected_fields": Counter(self.rejected_fields),
+            "opened": counters["connections_opened"],
+            "idle_closed": counters["idle_closed"],
+            "refused": counters["refused_max_connections"],
+        }
+
+    def _reject_line(self, peer: str, raw: bytes, rejected: Rejected) -> None:
+        self.rejected_lines[rejected.reason] += 1
+        if self._log_limiter.allow(rejected.reason):
+            logger.warning("rejected line from %s (%s): %.120r", peer, rejected.reason, raw)

@@ -1,0 +1,69 @@
+"""Readings as rows for spreadsheets and pandas: CSV and JSON at full precision.
+
+Numbers are written as Python's shortest exact repr of the stored floats, so a
+mean multiplied back by `samples` gives the stored sum.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from .models import Reading
+
+COLUMNS = ["sensor", "sensor_name", "location", "metric", "start", "samples", "mean", "min", "max"]
+
+
+def format_time(moment: datetime) -> str:
+    """ISO 8601 in UTC with a Z, like 2026-11-24T10:15:00Z."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def export_rows(readings: Iterable[Reading]) -> Iterator[dict[str, Any]]:
+    for reading in readings:
+        sensor = reading.sensor
+        yield {
+            "sensor": sensor.mac,
+            "sensor_name": sensor.name,
+            "location": sensor.location.name if sensor.location else "",
+            "metric": reading.metric,
+            "start": format_time(reading.start),
+            "samples": reading.samples,
+            "mean": reading.mean,
+            "min": reading.value_min,
+            "max": reading.value_max,
+        }
+
+
+def ordered_for_export(queryset) -> Iterator[Reading]:
+    """Time order, then sensor and metric; streamed in chunks to keep memory flat."""
+    return (
+        queryset.select_related("sensor", "sensor__location")
+        .order_by("start", "sensor__mac", "metric")
+        .iterator(chunk_size=2000)
+    )
+
+
+def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    count = 0
+    for row in rows:
+        writer.writerow(row)
+        count += 1
+    return count
+
+
+def write_json(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
+    """A JSON array of objects, written row by row (never the whole export in memory)."""
+    count = 0
+    out.write("[")
+    for row in rows:
+        out.write(",\n" if count else "\n")
+        out.write(json.dumps(row))
+        count += 1
+    out.write("\n]\n" if count else "]\n")
+    return count

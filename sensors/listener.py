@@ -1,0 +1,228 @@
+"""One thread, many sensor connections: a `selectors` based TCP line listener.
+
+No Django import. The listener owns sockets and framing only: it accepts,
+reads, frames lines and hands them to a callback with the peer and the time
+they were read. Parsing and aggregation belong to the caller (as in
+`socketserver`, lifecycle, framing and handling are kept apart).
+
+Each call to `poll` is one step, so the owner decides when to flush, report or
+stop, and tests can drive it directly.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from .protocol import MAX_LINE_BYTES, LineFramer, Reason
+from .ratelimit import LogLimiter
+
+logger = logging.getLogger(__name__)
+
+RECV_BYTES = 65536
+LISTEN_BACKLOG = 4096
+ACCEPTS_PER_POLL = 512
+
+LineHandler = Callable[[str, list[bytes], float], None]
+
+
+class BindError(Exception):
+    """The listening address cannot be used; the message says why in plain words."""
+
+
+class Connection:
+    __slots__ = ("framer", "last_active", "peer", "sock")
+
+    def __init__(self, sock: socket.socket, peer: str, now: float, max_line_bytes: int) -> None:
+        self.sock = sock
+        self.peer = peer
+        self.framer = LineFramer(max_line_bytes)
+        self.last_active = now
+
+
+def _enable_keepalive(sock: socket.socket) -> None:
+    """Let the kernel find half-open connections of boards that lost power (~2 min)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6)):
+        if hasattr(socket, option):
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+class LineListener:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        handle_lines: LineHandler,
+        *,
+        max_connections: int = 12000,
+        idle_timeout: float = 600.0,
+        max_line_bytes: int = MAX_LINE_BYTES,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.handle_lines = handle_lines
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
+        self.max_line_bytes = max_line_bytes
+        self.clock = clock
+        self.counters: Counter[str] = Counter()
+        self._log_limiter = LogLimiter()
+        self._selector = selectors.DefaultSelector()
+        self._server: socket.socket | None = None
+        self._connections: dict[int, Connection] = {}
+
+    # --- lifecycle -----------------------------------------------------------
+    def bind(self) -> tuple[str, int]:
+        """Open the listening socket; return the bound address (port 0 picks one)."""
+        try:
+            infos = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        except socket.gaierror as exc:
+            raise BindError(f"cannot resolve listen address {self.host!r}: {exc.strerror}") from exc
+        family, _, _, _, address = infos[0]
+        server = socket.socket(family, socket.SOCK_STREAM)
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            server.bind(address)
+            server.listen(LISTEN_BACKLOG)
+        except OSError as exc:
+            server.close()
+            if exc.errno == errno.EADDRINUSE:
+                reason = "that port is already in use (is another collector running?)"
+            elif exc.errno == errno.EACCES:
+                reason = "permission denied (ports below 1024 need root)"
+            elif exc.errno == errno.EADDRNOTAVAIL:
+                reason = "that address is not one of this machine's"
+            else:
+                reason = exc.strerror or str(exc)
+            raise BindError(f"cannot listen on {self.host}:{self.port}: {reason}") from exc
+        server.setblocking(False)
+        self._server = server
+        self._selector.register(server, selectors.EVENT_READ, None)
+        bound = server.getsockname()
+        self.host, self.port = bound[0], bound[1]
+        return self.host, self.port
+
+    @property
+    def connection_count(self) -> int:
+        return len(self._connections)
+
+    @property
+    def accepting(self) -> bool:
+        return self._server is not None
+
+    def stop_accepting(self) -> None:
+        """Take the connections already waiting in the backlog, then close the listening socket."""
+        if self._server is None:
+            return
+        self._accept(limit=None)
+        self._selector.unregister(self._server)
+        self._server.close()
+        self._server = None
+
+    def drain(self, max_seconds: float = 1.0) -> None:
+        """Read what has already arrived on open connections, until quiet or out of time."""
+        deadline = time.monotonic() + max_seconds
+        while self._connections and time.monotonic() < deadline:
+            if not self.poll(0):
+                break
+
+    def close_all(self) -> None:
+        for conn in list(self._connections.values()):
+            self._close(conn)
+        if self._server is not None:
+            self._selector.unregister(self._server)
+            self._server.close()
+            self._server = None
+        self._selector.close()
+
+    # --- one step --------------------------------------------------------------
+    def poll(self, timeout: float | None) -> int:
+        """Wait up to `timeout` for readiness and serve it; return how many sockets were ready."""
+        events = self._selector.select(timeout)
+        for key, _ in events:
+            if key.data is None:
+                self._accept(limit=ACCEPTS_PER_POLL)
+            else:
+                self._read(key.data)
+        return len(events)
+
+    def close_idle(self, now: float | None = None) -> int:
+        """Close connections that sent nothing for `idle_timeout` seconds."""
+        now = self.clock() if now is None else now
+        cutoff = now - self.idle_timeout
+        idle = [conn for conn in self._connections.values() if conn.last_active < cutoff]
+        for conn in idle:
+            logger.debug("closing idle connection from %s", conn.peer)
+            self.counters["idle_closed"] += 1
+            self._close(conn)
+        return len(idle)
+
+    # --- internals -------------------------------------------------------------
+    def _accept(self, limit: int | None) -> None:
+        assert self._server is not None
+        accepted = 0
+        while limit is None or accepted < limit:
+            try:
+                sock, address = self._server.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # EMFILE and friends: keep serving the others
+                self.counters["accept_errors"] += 1
+                if self._log_limiter.allow("accept_errors"):
+                    logger.error("cannot accept a connection: %s", exc)
+                return
+            accepted += 1
+            if len(self._connections) >= self.max_connections:
+                self.counters["refused_max_connections"] += 1
+                if self._log_limiter.allow("refused_max_connections"):
+                    logger.warning("refusing connection from %s: %d connections open", address[0], self.max_connections)
+                sock.close()
+                continue
+            sock.setblocking(False)
+            try:
+                _enable_keepalive(sock)
+            except OSError:  # the peer may already be gone
+                pass
+            conn = Connection(sock, address[0], self.clock(), self.max_line_bytes)
+            self._connections[sock.fileno()] = conn
+            self._selector.register(sock, selectors.EVENT_READ, conn)
+            self.counters["connections_opened"] += 1
+
+    def _read(self, conn: Connection) -> None:
+        try:
+            data = conn.sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # reset by peer, timed out by keepalive
+            data = b""
+        if not data:
+            self._close(conn)
+            return
+        now = self.clock()
+        conn.last_active = now
+        lines, too_long = conn.framer.feed(data)
+        if lines:
+            self.handle_lines(conn.peer, lines, now)
+        if too_long:
+            self.counters[Reason.LINE_TOO_LONG] += 1
+            if self._log_limiter.allow(Reason.LINE_TOO_LONG):
+                logger.warning("closing connection from %s: line longer than %d bytes", conn.peer, self.max_line_bytes)
+            self._close(conn)
+
+    def _close(self, conn: Connection) -> None:
+        if conn.framer.finish():
+            self.counters[Reason.INCOMPLETE_LINE] += 1
+        self._connections.pop(conn.sock.fileno(), None)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+        self.counters["connections_closed"] += 1

@@ -1,0 +1,122 @@
+"""python manage.py collect: receive sensor lines over TCP and store per-minute readings."""
+
+from __future__ import annotations
+
+import logging
+import signal
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
+
+from sensors import storage
+from sensors.collector import Collector, CollectorConfig
+from sensors.listener import BindError
+from sensors.system import raise_file_limit
+from sensors.writer import Writer
+
+logger = logging.getLogger("sensors.collect")
+
+
+class Command(BaseCommand):
+    help = "Listen for greenhouse sensor boards and store their readings per minute."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument(
+            "--host", default=settings.COLLECTOR_HOST, help="address to listen on (default %(default)s)"
+        )
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=settings.COLLECTOR_PORT,
+            help="TCP port; 0 picks a free one (default %(default)s)",
+        )
+        parser.add_argument(
+            "--flush-interval",
+            type=float,
+            default=settings.COLLECTOR_FLUSH_INTERVAL,
+            help="seconds between database writes (default %(default)s)",
+        )
+        parser.add_argument(
+            "--stats-interval",
+            type=float,
+            default=settings.COLLECTOR_STATS_INTERVAL,
+            help="seconds between stats log lines (default %(default)s)",
+        )
+        parser.add_argument(
+            "--idle-timeout",
+            type=float,
+            default=settings.COLLECTOR_IDLE_TIMEOUT,
+            help="close a connection silent for this many seconds (default %(default)s)",
+        )
+        parser.add_argument(
+            "--max-connections",
+            type=int,
+            default=settings.COLLECTOR_MAX_CONNECTIONS,
+            help="refuse connections beyond this many (default %(default)s)",
+        )
+
+    def handle(self, *args, **options) -> None:
+        for name in ("flush_interval", "stats_interval", "idle_timeout"):
+            if options[name] <= 0:
+                raise CommandError(f"--{name.replace('_', '-')} must be a positive number of seconds")
+        if not 0 <= options["port"] <= 65535:
+            raise CommandError(f"--port {options['port']} is not a TCP port (0-65535)")
+        if options["max_connections"] < 1:
+            raise CommandError("--max-connections must be at least 1")
+        self.check_database()
+        raise_file_limit(options["max_connections"] + 64)
+
+        config = CollectorConfig(
+            host=options["host"],
+            port=options["port"],
+            flush_interval=options["flush_interval"],
+            stats_interval=options["stats_interval"],
+            idle_timeout=options["idle_timeout"],
+            max_connections=options["max_connections"],
+            max_metrics_per_sensor=settings.COLLECTOR_MAX_METRICS_PER_SENSOR,
+        )
+        writer = Writer(storage.write_batch, on_exit=storage.close_connection)
+        collector = Collector(config, writer)
+        try:
+            host, port = collector.start()
+        except BindError as exc:
+            raise CommandError(str(exc)) from exc
+        # The main thread only reads sockets from here on; the writer has its own connection.
+        connection.close()
+
+        def stop(signum: int, frame: object) -> None:
+            logger.info("received %s, stopping", signal.Signals(signum).name)
+            collector.request_stop()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        logger.info(
+            "collector listening on %s:%d (flush every %gs, database %s)",
+            host,
+            port,
+            config.flush_interval,
+            connection.vendor,
+        )
+        collector.run()
+        lost = collector.shutdown()
+        if lost:
+            raise CommandError(
+                "stopped with samples not written to the database"
+                + (f": {lost} samples lost" if lost > 0 else " (a write was still under way)")
+            )
+        logger.info("collector stopped cleanly")
+
+    def check_database(self) -> None:
+        """Refuse to start on an unmigrated database; start anyway if it is unreachable."""
+        try:
+            executor = MigrationExecutor(connection)
+            pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+        except DatabaseError as exc:
+            logger.warning("database unreachable at start (%s); readings are kept in memory until it is back", exc)
+            return
+        finally:
+            connection.close()
+        if pending:
+            raise CommandError("the database is not migrated: run `python manage.py migrate` first")

@@ -1,0 +1,48 @@
+"""python manage.py export_readings: per-minute readings as CSV or JSON on stdout."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from django.core.exceptions import ValidationError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from sensors.export import export_rows, ordered_for_export, write_csv, write_json
+from sensors.models import Reading, Sensor
+
+
+def parse_moment(text: str) -> datetime:
+    """ISO 8601; a time without an offset is taken as UTC (stored times are UTC)."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time like 2026-11-24T10:15:00Z") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Command(BaseCommand):
+    help = "Export per-minute readings (samples, mean, min, max) for analysis in a spreadsheet or pandas."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--format", choices=["csv", "json"], default="csv")
+        parser.add_argument("--sensor", help="only this sensor (MAC address, any usual spelling)")
+        parser.add_argument("--metric", help="only this metric, e.g. air_temperature")
+        parser.add_argument("--since", type=parse_moment, help="minutes starting at or after this time (ISO 8601)")
+        parser.add_argument("--until", type=parse_moment, help="minutes starting before this time (ISO 8601)")
+
+    def handle(self, *args, **options) -> None:
+        readings = Reading.objects.between(options["since"], options["until"])
+        if options["sensor"]:
+            try:
+                readings = readings.for_sensor(Sensor.normalise_mac(options["sensor"]))
+            except ValidationError as exc:
+                raise CommandError(exc.messages[0]) from exc
+        if options["metric"]:
+            readings = readings.for_metric(options["metric"])
+        write = write_json if options["format"] == "json" else write_csv
+        self.stdout.ending = ""  # the writers end their own lines
+        try:
+            write(export_rows(ordered_for_export(readings)), self.stdout)
+        except BrokenPipeError:  # `| head`: the reader has seen enough
+            pass

@@ -1,0 +1,215 @@
+"""The sensor wire protocol (see docs/protocol.md): bytes -> lines -> samples.
+
+Plain Python with no Django import, so it can be property-tested and benchmarked
+on its own. Two pieces:
+
+- `LineFramer` cuts one connection's byte stream into lines at ``\\n``, whatever
+  the recv boundaries, and refuses lines longer than `MAX_LINE_BYTES`.
+- `parse_line` turns one line into an `Accepted` (a sensor identity plus
+  metric values, with any dropped fields listed) or a `Rejected` with a reason.
+
+Policy for a line with a valid identity and a bad field (the protocol leaves it
+to us): the good fields are kept and each bad field is counted as a rejected
+field. A line whose fields are all bad is a rejected line, with the first bad
+field's reason. A line without a valid identity is always rejected whole.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+MAX_LINE_BYTES = 1024
+MAX_FIELDS_PER_LINE = 32
+MAX_KEY_LENGTH = 32
+
+
+class Reason:
+    """Why a line, a field or a connection was refused; used as counter keys."""
+
+    # whole lines
+    INVALID_ENCODING = "invalid_encoding"
+    MISSING_IDENTITY = "missing_identity"
+    INVALID_MAC = "invalid_mac"
+    CONFLICTING_IDENTITY = "conflicting_identity"
+    TOO_MANY_FIELDS = "too_many_fields"
+    NO_VALUES = "no_values"
+    # single fields (or the whole line when every field is bad)
+    MALFORMED_FIELD = "malformed_field"
+    INVALID_KEY = "invalid_key"
+    DUPLICATE_FIELD = "duplicate_field"
+    NOT_A_NUMBER = "not_a_number"
+    NOT_FINITE = "not_finite"
+    OUT_OF_RANGE = "out_of_range"
+    TOO_MANY_METRICS = "too_many_metrics"
+    # framing (counted by the listener)
+    LINE_TOO_LONG = "line_too_long"
+    INCOMPLETE_LINE = "incomplete_line"
+
+
+# Key as the firmware (or a hand-written client) sends it -> canonical metric name.
+METRIC_ALIASES: dict[str, str] = {
+    "soil": "soil_moisture",
+    "soil_moisture": "soil_moisture",
+    "temp": "air_temperature",
+    "temperature": "air_temperature",
+    "air_temperature": "air_temperature",
+    "hum": "humidity",
+    "humidity": "humidity",
+}
+
+# Physical bounds per canonical metric, inclusive. Extra metrics only need to be finite.
+METRIC_BOUNDS: dict[str, tuple[float, float]] = {
+    "soil_moisture": (0.0, math.inf),
+    "air_temperature": (-60.0, 100.0),
+    "humidity": (0.0, 100.0),
+}
+
+_KEY_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
+# Plain decimal numbers only: no "1_000", "0x10", "nan" or "inf" (float() takes those).
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_NON_FINITE = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
+_MAC_SEPARATED_RE = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}\Z")
+_MAC_BARE_RE = re.compile(r"[0-9a-f]{12}\Z")
+
+
+def normalise_mac(text: str) -> str | None:
+    """Return the MAC as lowercase ``aa:bb:cc:dd:ee:ff``, or None if it is not one."""
+    value = text.strip().lower()
+    if _MAC_SEPARATED_RE.match(value):
+        digits = value.replace(value[2], "")
+    elif _MAC_BARE_RE.match(value):
+        digits = value
+    else:
+        return None
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A line with a valid identity and at least one good value."""
+
+    mac: str
+    values: tuple[tuple[str, float], ...]
+    dropped: tuple[str, ...] = field(default=())  # reasons of fields left out
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: str
+    detail: str = ""
+
+
+def _parse_value(metric: str, text: str) -> float | str:
+    """Return the value, or the reason it is refused."""
+    if not _NUMBER_RE.match(text):
+        return Reason.NOT_FINITE if text.lower() in _NON_FINITE else Reason.NOT_A_NUMBER
+    value = float(text)
+    if not math.isfinite(value):  # 1e999
+        return Reason.NOT_FINITE
+    bounds = METRIC_BOUNDS.get(metric)
+    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+        return Reason.OUT_OF_RANGE
+    return value
+
+
+def _split_identity(item: str) -> str | None:
+    """Return the MAC text of a ``from MAC`` / ``from: MAC`` field, else None."""
+    if len(item) > 4 and item[:4].lower() == "from" and item[4] in " \t:":
+        return item[5:].strip() if item[4] == ":" else item[4:].lstrip(" \t:")
+    return None
+
+
+def parse_line(raw: bytes) -> Accepted | Rejected | None:
+    """Parse one line (without its ``\\n``). None means an empty line, ignored silently."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Rejected(Reason.INVALID_ENCODING)
+    text = text.strip()
+    if not text:
+        return None
+    items = text.split(";")
+    if len(items) > MAX_FIELDS_PER_LINE:
+        return Rejected(Reason.TOO_MANY_FIELDS, f"{len(items)} fields")
+
+    mac: str | None = None
+    values: dict[str, float] = {}
+    dropped: list[str] = []
+    for item in items:
+        item = item.strip()
+        if not item:
+            continue  # a trailing or doubled ";"
+        mac_text = _split_identity(item)
+        if mac_text is not None:
+            if mac is not None:
+                return Rejected(Reason.CONFLICTING_IDENTITY, item)
+            mac = normalise_mac(mac_text)
+            if mac is None:
+                return Rejected(Reason.INVALID_MAC, mac_text)
+            continue
+        key, sep, value_text = item.partition(":")
+        if not sep:
+            dropped.append(Reason.MALFORMED_FIELD)
+            continue
+        key = key.strip().lower()
+        if len(key) > MAX_KEY_LENGTH or not _KEY_RE.match(key):
+            dropped.append(Reason.INVALID_KEY)
+            continue
+        metric = METRIC_ALIASES.get(key, key)
+        if metric in values:
+            dropped.append(Reason.DUPLICATE_FIELD)
+            continue
+        value = _parse_value(metric, value_text.strip())
+        if isinstance(value, str):
+            dropped.append(value)
+            continue
+        values[metric] = value
+
+    if mac is None:
+        return Rejected(Reason.MISSING_IDENTITY)
+    if not values:
+        return Rejected(dropped[0] if dropped else Reason.NO_VALUES)
+    return Accepted(mac, tuple(values.items()), tuple(dropped))
+
+
+class LineFramer:
+    """Cuts one connection's byte stream into lines at ``\\n``.
+
+    Keeps at most one partial line between reads, so memory per connection is
+    bounded by `max_line_bytes` plus one read.
+    """
+
+    __slots__ = ("_partial", "max_line_bytes")
+
+    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
+        self._partial = b""
+        self.max_line_bytes = max_line_bytes
+
+    def feed(self, data: bytes) -> tuple[list[bytes], bool]:
+        """Return the complete lines in `data`, and whether a line was too long.
+
+        On a too-long line the lines before it are still returned; the caller is
+        expected to close the connection, so nothing after it is kept.
+        """
+        if self._partial:
+            data = self._partial + data
+        lines = data.split(b"\n")
+        self._partial = lines.pop()
+        limit = self.max_line_bytes
+        if lines and max(map(len, lines)) > limit:
+            for index, line in enumerate(lines):
+                if len(line) > limit:
+                    self._partial = b""
+                    return lines[:index], True
+        if len(self._partial) > limit:
+            self._partial = b""
+            return lines, True
+        return lines, False
+
+    def finish(self) -> bool:
+        """Forget the partial line at end of stream; True if one was discarded."""
+        incomplete = bool(self._partial.strip())
+        self._partial = b""
+        return incomplete
