@@ -1,0 +1,283 @@
+"""End to end: the real `manage.py collect` process, real sockets, then `export_readings`.
+
+Values are integers so sums, and so means, are exact and can be compared as text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+
+import pytest
+from django.core.management import call_command
+
+from sensors.models import Sensor
+from tests.conftest import ROOT, manage_env, wait_for_fresh_minute
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+FAST = ("--flush-interval", "0.3", "--stats-interval", "3600")
+
+
+class Expected:
+    """Samples a test sent, per (sensor, metric), to compare with the export."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], list[float]] = defaultdict(list)
+
+    def add(self, mac: str, **values: float) -> None:
+        for metric, value in values.items():
+            self.values[(mac, metric)].append(value)
+
+    def rows(self, minute: str) -> dict[tuple[str, str], dict[str, str]]:
+        return {
+            key: {
+                "start": minute,
+                "samples": str(len(values)),
+                "mean": repr(float(sum(values)) / len(values)),
+                "min": repr(float(min(values))),
+                "max": repr(float(max(values))),
+            }
+            for key, values in self.values.items()
+        }
+
+
+def exported() -> dict[tuple[str, str], dict[str, str]]:
+    out = io.StringIO()
+    call_command("export_readings", stdout=out)
+    rows = list(csv.DictReader(io.StringIO(out.getvalue())))
+    keys = [(row["sensor"], row["metric"]) for row in rows]
+    assert len(keys) == len(set(keys)), "one row per sensor, metric and minute"
+    return {
+        (row["sensor"], row["metric"]): {field: row[field] for field in ("start", "samples", "mean", "min", "max")}
+        for row in rows
+    }
+
+
+def this_minute() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
+
+
+def firmware_lines(mac: str, count: int, seed: int, expected: Expected) -> list[bytes]:
+    """Lines exactly as the firmware writes them, with drifting integer values."""
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(count):
+        soil, temp, hum = rng.randint(200, 900), rng.randint(5, 35), rng.randint(30, 90)
+        lines.append(f"Soil: {soil}; temp: {temp}; hum: {hum}; from {mac}\n".encode())
+        expected.add(mac, soil_moisture=soil, air_temperature=temp, humidity=hum)
+    return lines
+
+
+def connect(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=5)
+
+
+def send_in_random_pieces(sock: socket.socket, data: bytes, rng: random.Random) -> None:
+    position = 0
+    while position < len(data):
+        size = rng.randint(1, 40)
+        sock.sendall(data[position : position + size])
+        position += size
+        if rng.random() < 0.2:
+            time.sleep(0.002)
+
+
+def send_byte_by_byte(sock: socket.socket, data: bytes) -> None:
+    for index in range(len(data)):
+        sock.sendall(data[index : index + 1])
+        if index % 16 == 0:
+            time.sleep(0.001)
+
+
+def assert_closed_by_server(sock: socket.socket) -> None:
+    sock.settimeout(8)
+    try:
+        assert sock.recv(10) == b""
+    except ConnectionResetError:  # closed with our unread bytes in its buffer: RST, not FIN
+        pass
+
+
+def stats_line(output: str) -> str:
+    return [line for line in output.splitlines() if "stats:" in line][-1]
+
+
+def test_every_good_sample_is_stored_once_whatever_the_framing(start_collector):
+    wait_for_fresh_minute()
+    collector = start_collector(*FAST)
+    expected = Expected()
+    rng = random.Random(7)
+
+    # Board A: firmware lines split at random byte boundaries, bad lines mixed in.
+    a = "5c:cf:7f:0a:1b:2c"
+    bad_lines = [
+        b"Soil: 612; temp: 21; hum: 48\n",  # no identity
+        b"Soil: 612; temp: 21; hum: 48; from 5c:cf:7f:0a:1b\n",  # not a MAC
+        b"temp: nan; hum: inf; from 5c:cf:7f:0a:1b:2c\n",  # nothing finite
+        b"Soil: abc; from 5c:cf:7f:0a:1b:2c\n",
+        b"Soil: ; from 5c:cf:7f:0a:1b:2c\n",
+        b"hum: 101; from 5c:cf:7f:0a:1b:2c\n",
+        b"temp: -61; from 5c:cf:7f:0a:1b:2c\n",
+        b"Soil: -3; from 5c:cf:7f:0a:1b:2c\n",
+        b"Soil: 612; temp: 21; hum: 48; from 5c:cf:7f:0a:1b:2c \xff\xfe\n",  # invalid UTF-8
+        b"\n",
+        b"   \r\n",  # empty lines: ignored silently
+    ]
+    stream_a = firmware_lines(a, 40, seed=1, expected=expected)
+    for index, bad in enumerate(bad_lines):
+        stream_a.insert(index * 3 + 1, bad)
+    # A line with identity and one bad field keeps its good fields.
+    stream_a.append(b"Soil: 500; temp: nan; hum: 60; from 5c:cf:7f:0a:1b:2c\n")
+    expected.add(a, soil_moisture=500, humidity=60)
+
+    # Board B: byte by byte. Board C: all lines in one write, tolerated variations included.
+    b = "5c:cf:7f:00:00:0b"
+    stream_b = firmware_lines(b, 8, seed=2, expected=expected)
+    c = "5c:cf:7f:00:00:0c"
+    stream_c = firmware_lines(c, 30, seed=3, expected=expected)
+    stream_c += [
+        b"  soil : 400 ;TEMP:22.0;  Hum :50 ; FROM: 5C-CF-7F-00-00-0C \r\n",
+        b"from 5ccf7f00000c; hum: 52; light: 340; temp: 20\n",
+    ]
+    expected.add(c, soil_moisture=400, air_temperature=22, humidity=50)
+    expected.add(c, humidity=52, light=340, air_temperature=20)
+
+    with connect(collector.port) as sock_a, connect(collector.port) as sock_b, connect(collector.port) as sock_c:
+        send_in_random_pieces(sock_a, b"".join(stream_a), rng)
+        send_byte_by_byte(sock_b, b"".join(stream_b))
+        sock_c.sendall(b"".join(stream_c) + b"Soil: 1; from 5c:cf:7f:00:00:0c")  # incomplete at close
+    minute = this_minute()
+    time.sleep(0.3)
+
+    started = time.monotonic()
+    assert collector.stop() == 0, collector.output
+    assert time.monotonic() - started < 10
+    assert exported() == expected.rows(minute)
+
+    stats = stats_line(collector.output)
+    assert "invalid_encoding=1" in stats
+    assert "missing_identity=1" in stats
+    assert "invalid_mac=1" in stats
+    assert "not_finite=1" in stats  # nan line
+    assert "not_a_number=2" in stats  # abc and empty
+    assert "out_of_range=3" in stats
+    assert "incomplete_line=1" in stats
+    assert "rejected fields: not_finite=1" in stats  # the nan next to good fields
+    assert "rejected line from 127.0.0.1 (invalid_mac)" in collector.output
+
+
+def test_sensor_is_registered_on_first_line_with_its_address(start_collector):
+    collector = start_collector(*FAST)
+    with connect(collector.port) as sock:
+        sock.sendall(b"Soil: 612; temp: 21; hum: 48; from 5C:CF:7F:0A:1B:2C\n")
+        time.sleep(0.3)
+    assert collector.stop() == 0
+    sensor = Sensor.objects.get()
+    assert sensor.mac == "5c:cf:7f:0a:1b:2c"
+    assert sensor.last_peer == "127.0.0.1"
+    assert sensor.first_seen is not None and sensor.first_seen == sensor.last_seen
+    assert str(sensor) == "5c:cf:7f:0a:1b:2c"  # never named: shown by its MAC
+
+
+def test_line_over_1kib_closes_that_connection_but_keeps_the_lines_before_it(start_collector):
+    wait_for_fresh_minute()
+    collector = start_collector(*FAST)
+    expected = Expected()
+    good = firmware_lines("5c:cf:7f:00:00:01", 3, seed=4, expected=expected)
+    after = firmware_lines("5c:cf:7f:00:00:01", 1, seed=5, expected=Expected())  # never stored
+    other = firmware_lines("5c:cf:7f:00:00:02", 5, seed=6, expected=expected)
+    with connect(collector.port) as flood, connect(collector.port) as neighbour:
+        flood.sendall(b"".join(good) + b"x" * 1025 + b"\n" + b"".join(after))
+        assert_closed_by_server(flood)
+        neighbour.sendall(b"".join(other))
+    minute = this_minute()
+    time.sleep(0.3)
+    assert collector.stop() == 0
+    assert exported() == expected.rows(minute)
+    assert "line_too_long=1" in stats_line(collector.output)
+
+
+def test_restart_in_the_same_minute_adds_to_the_stored_rows(start_collector):
+    wait_for_fresh_minute(needed_seconds=30)
+    expected = Expected()
+    for run in range(2):
+        collector = start_collector(*FAST)
+        with connect(collector.port) as sock:
+            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:0a", 10, seed=run, expected=expected)))
+            time.sleep(0.3)
+        assert collector.stop() == 0, collector.output
+    assert exported() == expected.rows(this_minute())
+
+
+def test_two_collectors_on_one_database_merge_exactly(start_collector):
+    wait_for_fresh_minute(needed_seconds=30)
+    expected = Expected()
+    first, second = start_collector(*FAST), start_collector(*FAST)
+    shared = ["5c:cf:7f:00:01:00", "5c:cf:7f:00:01:01", "5c:cf:7f:00:01:02"]
+    sockets = [connect(collector.port) for collector in (first, second) for _ in shared]
+    try:
+        # Every shared sensor reports to both collectors; flushes interleave for ~2 s.
+        for round_ in range(8):
+            for index, sock in enumerate(sockets):
+                mac = shared[index % len(shared)]
+                sock.sendall(b"".join(firmware_lines(mac, 5, seed=round_ * 100 + index, expected=expected)))
+            time.sleep(0.25)
+    finally:
+        for sock in sockets:
+            sock.close()
+    minute = this_minute()
+    time.sleep(0.3)
+    assert first.stop() == 0, first.output
+    assert second.stop() == 0, second.output
+    assert exported() == expected.rows(minute)
+
+
+def test_idle_connection_is_closed_after_the_timeout(start_collector):
+    collector = start_collector("--idle-timeout", "1", *FAST)
+    with connect(collector.port) as sock:
+        started = time.monotonic()
+        assert_closed_by_server(sock)
+        assert time.monotonic() - started >= 0.9
+    assert collector.stop() == 0
+
+
+def test_connections_beyond_the_maximum_are_refused_and_the_others_served(start_collector):
+    wait_for_fresh_minute()
+    collector = start_collector("--max-connections", "2", *FAST)
+    expected = Expected()
+    with connect(collector.port) as one, connect(collector.port) as two:
+        time.sleep(0.3)
+        with connect(collector.port) as three:
+            assert_closed_by_server(three)
+        one.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:21", 2, seed=1, expected=expected)))
+        two.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:22", 2, seed=2, expected=expected)))
+    minute = this_minute()
+    time.sleep(0.3)
+    assert collector.stop() == 0
+    assert exported() == expected.rows(minute)
+    assert "refused 1" in stats_line(collector.output)
+
+
+def test_port_in_use_is_a_readable_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "manage.py", "collect", "--host", "127.0.0.1", "--port", str(port)],
+            cwd=ROOT,
+            env=manage_env(),
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: that port is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
