@@ -93,6 +93,8 @@ class Batch:
         elif timestamp >= seen.last_seen:
             seen.last_seen = timestamp
             seen.peer = peer
+        elif timestamp < seen.first_seen:  # the system clock was set back
+            seen.first_seen = timestamp
 
     def merge(self, other: Batch) -> None:
         """Add `other` into this batch; `other` must not be used afterwards."""
@@ -118,6 +120,10 @@ class Aggregator:
     database without limit.
     """
 
+    # Forget the per-sensor metric sets beyond this many sensors, so a client
+    # inventing a new MAC on every line cannot grow this memory without bound.
+    MAX_TRACKED_SENSORS = 100_000
+
     def __init__(self, max_metrics_per_sensor: int = 16) -> None:
         self.max_metrics_per_sensor = max_metrics_per_sensor
         self._batch = Batch()
@@ -128,6 +134,8 @@ class Aggregator:
         minute = minute_start(timestamp)
         known = self._metrics.get(mac)
         if known is None:
+            if len(self._metrics) >= self.MAX_TRACKED_SENSORS:
+                self._metrics.clear()
             known = self._metrics[mac] = set()
         refused = 0
         batch = self._batch

@@ -66,9 +66,9 @@ METRIC_BOUNDS: dict[str, tuple[float, float]] = {
     "humidity": (0.0, 100.0),
 }
 
-_KEY_RE = re.compile(r"[a-z][a-z0-9_]*\Z")
+_KEY_RE = re.compile(r"[a-z][a-z0-9_]*\Z", re.ASCII)
 # Plain decimal numbers only: no "1_000", "0x10", "nan" or "inf" (float() takes those).
-_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
 _NON_FINITE = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
 _MAC_SEPARATED_RE = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}\Z")
 _MAC_BARE_RE = re.compile(r"[0-9a-f]{12}\Z")
@@ -153,8 +153,8 @@ def parse_line(raw: bytes) -> Accepted | Rejected | None:
         if not sep:
             dropped.append(Reason.MALFORMED_FIELD)
             continue
-        key = key.strip().lower()
-        if len(key) > MAX_KEY_LENGTH or not _KEY_RE.match(key):
+        key = key.strip()
+        if len(key) > MAX_KEY_LENGTH or not key.isascii() or not _KEY_RE.match(key := key.lower()):
             dropped.append(Reason.INVALID_KEY)
             continue
         metric = METRIC_ALIASES.get(key, key)

@@ -1,0 +1,94 @@
+"""The Collector in this process (like Django's LiveServerThread): real listener, real storage, fake clock."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from datetime import UTC, datetime
+
+import pytest
+
+from sensors import storage
+from sensors.collector import Collector, CollectorConfig
+from sensors.models import Reading
+from sensors.writer import Writer
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+MINUTE = datetime(2026, 11, 24, 10, 15, tzinfo=UTC).timestamp()
+
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CollectorThread(threading.Thread):
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(daemon=True)
+        config = CollectorConfig(host="127.0.0.1", port=0, flush_interval=0.2, stats_interval=3600)
+        self.collector = Collector(config, Writer(storage.write_batch, on_exit=storage.close_connection), clock=clock)
+        self.ready = threading.Event()
+        self.lost: int | None = None
+
+    def run(self) -> None:
+        self.address = self.collector.start()
+        self.ready.set()
+        self.collector.run()
+        self.lost = self.collector.shutdown()
+
+    def stop(self) -> None:
+        self.collector.request_stop()
+        self.join(15)
+        assert not self.is_alive()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(MINUTE + 58.5)
+
+
+@pytest.fixture
+def running(clock):
+    thread = CollectorThread(clock)
+    thread.start()
+    assert thread.ready.wait(10)
+    yield thread
+    if thread.is_alive():
+        thread.stop()
+
+
+def wait_until(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.02)
+
+
+def test_samples_either_side_of_a_minute_boundary_go_to_their_own_minutes(running, clock):
+    line = b"Soil: 600; temp: 20; hum: 50; from 5c:cf:7f:0a:1b:2c\n"
+    with socket.create_connection(running.address) as sock:
+        sock.sendall(line * 3)
+        wait_until(lambda: running.collector.lines == 3)
+        clock.now = MINUTE + 60.0  # the next minute starts
+        sock.sendall(line.replace(b"600", b"610") * 2)
+        wait_until(lambda: running.collector.lines == 5)
+    running.stop()
+    assert running.lost == 0
+    rows = {(r.start.minute, r.metric): (r.samples, r.value_sum) for r in Reading.objects.all()}
+    assert rows[(15, "soil_moisture")] == (3, 1800.0)
+    assert rows[(16, "soil_moisture")] == (2, 1220.0)
+    assert rows[(15, "humidity")] == (3, 150.0)
+    assert len(rows) == 6
+
+
+def test_data_already_received_is_written_on_stop(running):
+    with socket.create_connection(running.address) as sock:
+        sock.sendall(b"Soil: 1; from 5c:cf:7f:0a:1b:2c\n" * 50)
+    running.stop()
+    assert running.lost == 0
+    assert Reading.objects.get().samples == 50

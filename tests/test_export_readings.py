@@ -1,0 +1,102 @@
+"""export_readings: exact columns, ISO UTC times, full precision, filters, JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+
+import pytest
+from django.core.management import CommandError, call_command
+
+from sensors.export import COLUMNS
+from sensors.models import Location, Reading, Sensor
+
+pytestmark = pytest.mark.django_db
+
+T = datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
+
+
+@pytest.fixture
+def readings() -> None:
+    bench = Location.objects.create(name="North bench")
+    named = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="Tomatoes", location=bench)
+    other = Sensor.objects.create(mac="5c:cf:7f:00:00:02")
+    rows = [
+        (named, "air_temperature", T, 3, 1.0, 0.1, 0.6),
+        (named, "air_temperature", T.replace(minute=16), 2, 41.0, 20.0, 21.0),
+        (named, "humidity", T, 1, 48.0, 48.0, 48.0),
+        (other, "soil_moisture", T.replace(minute=17), 30, 18360.0, 600.0, 624.0),
+    ]
+    for sensor, metric, start, samples, total, low, high in rows:
+        Reading.objects.create(
+            sensor=sensor, metric=metric, start=start, samples=samples, value_sum=total, value_min=low, value_max=high
+        )
+
+
+def export(*args: str) -> list[dict[str, str]]:
+    out = io.StringIO()
+    call_command("export_readings", *args, stdout=out)
+    text = out.getvalue()
+    assert text.splitlines()[0] == ",".join(COLUMNS)
+    return list(csv.DictReader(io.StringIO(text)))
+
+
+def test_csv_has_the_documented_columns_utc_times_and_full_precision(readings):
+    rows = export()
+    assert COLUMNS == ["sensor", "sensor_name", "location", "metric", "start", "samples", "mean", "min", "max"]
+    assert rows[0] == {
+        "sensor": "5c:cf:7f:0a:1b:2c",
+        "sensor_name": "Tomatoes",
+        "location": "North bench",
+        "metric": "air_temperature",
+        "start": "2026-11-24T10:15:00Z",
+        "samples": "3",
+        "mean": "0.3333333333333333",  # 1.0 / 3, not 0.33
+        "min": "0.1",
+        "max": "0.6",
+    }
+    assert [row["start"] for row in rows] == sorted(row["start"] for row in rows)
+    assert rows[-1]["sensor_name"] == "" and rows[-1]["location"] == ""
+
+
+def test_filters_by_sensor_in_any_mac_spelling_metric_and_half_open_time_range(readings):
+    assert {row["metric"] for row in export("--sensor", "5C-CF-7F-0A-1B-2C")} == {"air_temperature", "humidity"}
+    assert [row["samples"] for row in export("--metric", "soil_moisture")] == ["30"]
+    rows = export("--since", "2026-11-24T10:16:00Z", "--until", "2026-11-24T10:17:00Z")
+    assert [(row["metric"], row["start"]) for row in rows] == [("air_temperature", "2026-11-24T10:16:00Z")]
+    # an offset is honoured: 11:16+01:00 is 10:16 UTC
+    assert len(export("--since", "2026-11-24T11:16:00+01:00")) == 2
+
+
+def test_json_has_the_same_rows_with_numbers_as_numbers(readings):
+    out = io.StringIO()
+    call_command("export_readings", "--format", "json", "--metric", "humidity", stdout=out)
+    assert json.loads(out.getvalue()) == [
+        {
+            "sensor": "5c:cf:7f:0a:1b:2c",
+            "sensor_name": "Tomatoes",
+            "location": "North bench",
+            "metric": "humidity",
+            "start": "2026-11-24T10:15:00Z",
+            "samples": 1,
+            "mean": 48.0,
+            "min": 48.0,
+            "max": 48.0,
+        }
+    ]
+
+
+def test_empty_export_is_valid_csv_and_json():
+    assert export() == []
+    out = io.StringIO()
+    call_command("export_readings", "--format", "json", stdout=out)
+    assert json.loads(out.getvalue()) == []
+
+
+def test_bad_arguments_are_clear_errors():
+    with pytest.raises(CommandError, match="is not a MAC address"):
+        call_command("export_readings", "--sensor", "kitchen")
+    with pytest.raises(CommandError, match="is not an ISO 8601 time"):
+        call_command("export_readings", "--since", "yesterday")

@@ -1,0 +1,75 @@
+"""storage.write_batch: sensors registered, minutes merged (never overwritten), on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from sensors.aggregator import Batch
+from sensors.models import Location, Reading, Sensor
+from sensors.storage import ROWS_PER_STATEMENT, write_batch
+
+pytestmark = pytest.mark.django_db
+
+T0 = datetime(2026, 11, 24, 10, 15, tzinfo=UTC).timestamp()
+MAC = "5c:cf:7f:0a:1b:2c"
+
+
+def batch(*samples: tuple[str, str, float, float], peer: str = "192.0.2.7") -> Batch:
+    result = Batch()
+    for mac, metric, timestamp, value in samples:
+        result.add(mac, metric, int(timestamp // 60) * 60, value)
+        result.seen(mac, timestamp, peer)
+    return result
+
+
+def test_first_batch_registers_the_sensor_and_stores_each_minute():
+    rows = write_batch(batch((MAC, "humidity", T0, 40), (MAC, "humidity", T0 + 2, 44), (MAC, "humidity", T0 + 61, 50)))
+    assert rows == 2
+    sensor = Sensor.objects.get()
+    assert (sensor.mac, sensor.last_peer) == (MAC, "192.0.2.7")
+    assert sensor.first_seen.timestamp() == T0
+    assert sensor.last_seen.timestamp() == T0 + 61
+    first, second = Reading.objects.order_by("start")
+    assert (first.samples, first.value_sum, first.value_min, first.value_max, first.mean) == (2, 84, 40, 44, 42)
+    assert first.start == datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
+    assert (second.samples, second.value_sum) == (1, 50)
+
+
+def test_a_later_batch_for_the_same_minute_adds_counts_and_widens_min_max():
+    write_batch(batch((MAC, "air_temperature", T0, 20), (MAC, "air_temperature", T0 + 1, 22)))
+    write_batch(batch((MAC, "air_temperature", T0 + 10, 18), (MAC, "air_temperature", T0 + 12, 21), peer="192.0.2.8"))
+    reading = Reading.objects.get()
+    assert (reading.samples, reading.value_sum, reading.value_min, reading.value_max) == (4, 81, 18, 22)
+    sensor = Sensor.objects.get()
+    assert sensor.first_seen.timestamp() == T0  # kept
+    assert sensor.last_seen.timestamp() == T0 + 12
+    assert sensor.last_peer == "192.0.2.8"
+
+
+def test_a_named_and_placed_sensor_keeps_its_name_and_place():
+    bench = Location.objects.create(name="North bench")
+    Sensor.objects.create(mac=MAC, name="Tomatoes", location=bench)
+    write_batch(batch((MAC, "soil_moisture", T0, 512)))
+    sensor = Sensor.objects.get()
+    assert (sensor.name, sensor.location) == ("Tomatoes", bench)
+    assert sensor.readings.get().samples == 1
+
+
+def test_batches_larger_than_one_statement_are_written_whole():
+    count = ROWS_PER_STATEMENT * 2 + 7
+    macs = [f"5c:cf:7f:00:{i >> 8:02x}:{i & 255:02x}" for i in range(count)]
+    rows = write_batch(batch(*[(mac, "humidity", T0, 50.0) for mac in macs]))
+    assert rows == count
+    assert Sensor.objects.count() == count
+    assert Reading.objects.filter(samples=1).count() == count
+
+
+def test_a_failed_batch_leaves_nothing_half_written():
+    good = batch((MAC, "humidity", T0, 50.0))
+    good.buckets[("ff:ff:ff:ff:ff:ff", "humidity", int(T0))] = next(iter(good.buckets.values()))  # no such sensor
+    with pytest.raises(KeyError):
+        write_batch(good)
+    assert Reading.objects.count() == 0
+    assert Sensor.objects.count() == 0

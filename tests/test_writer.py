@@ -1,0 +1,72 @@
+"""The writer thread keeps and retries what it could not store, and reports what it lost."""
+
+from __future__ import annotations
+
+import pytest
+
+from sensors.aggregator import Batch
+from sensors.writer import Writer
+
+
+def batch_of(samples: int, mac: str = "5c:cf:7f:0a:1b:2c") -> Batch:
+    batch = Batch()
+    for index in range(samples):
+        batch.add(mac, "humidity", 1_764_000_000, float(index))
+        batch.seen(mac, 1_764_000_000.0 + index, "127.0.0.1")
+    return batch
+
+
+class FlakyStore:
+    """Fails the first `failures` calls, like a locked or unreachable database."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.stored: list[Batch] = []
+
+    def __call__(self, batch: Batch) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise OSError("database is locked")
+        self.stored.append(batch)
+        return len(batch.buckets)
+
+
+def test_failed_write_is_kept_merged_with_later_batches_and_stored_once():
+    store = FlakyStore(failures=2)
+    writer = Writer(store)
+    writer.submit(batch_of(3))
+    assert writer.write_pending() is False
+    writer.submit(batch_of(2))
+    assert writer.write_pending() is False
+    assert writer.write_pending() is True
+    assert len(store.stored) == 1
+    bucket = next(iter(store.stored[0].buckets.values()))
+    assert (bucket.count, bucket.total, bucket.low, bucket.high) == (5, 4.0, 0.0, 2.0)
+
+
+def test_writer_thread_retries_with_backoff_until_the_database_is_back(caplog):
+    store = FlakyStore(failures=3)
+    writer = Writer(store, retry_initial=0.01, retry_max=0.05)
+    writer.start()
+    writer.submit(batch_of(4))
+    assert writer.finish(timeout=5) == 0
+    assert sum(b.sample_count for b in store.stored) == 4
+    assert "cannot write 1 buckets; keeping them and retrying" in caplog.text
+    assert "database writes recovered after 3 failed attempts" in caplog.text
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_finish_reports_samples_it_could_not_write(started):
+    writer = Writer(FlakyStore(failures=10**6), retry_initial=0.01, retry_max=0.02)
+    if started:
+        writer.start()
+    writer.submit(batch_of(7))
+    assert writer.finish(timeout=0.3) == 7
+
+
+def test_empty_batches_are_not_written():
+    store = FlakyStore(failures=0)
+    writer = Writer(store)
+    writer.submit(Batch())
+    assert writer.write_pending() is True
+    assert store.stored == []
