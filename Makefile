@@ -21,7 +21,7 @@ migrate: setup
 run: migrate
 	@echo "Collector on port 5555 with 5 simulated boards; Ctrl-C stops everything."
 	@echo "In another terminal: $(PY) manage.py export_readings"
-	$(VENV)/bin/supervisord -c deploy/demo.conf
+	COLLECTOR_STATS_INTERVAL=15 $(VENV)/bin/supervisord -c deploy/demo.conf
 
 lint: setup
 	$(VENV)/bin/ruff check .
