@@ -20,8 +20,16 @@ if _dotenv.is_file():
     environ.Env.read_env(_dotenv)
 
 
+_BOOL_WORDS = {"1", "0", "true", "false", "yes", "no", "on", "off", ""}
+
+
 def _typed(kind: str, name: str, default):
     """Read one variable with django-environ and name it in any error."""
+    # django-environ reads any unknown word as False; a typo must not silently mean "off".
+    if kind == "bool" and env.str(name, default="").strip().lower() not in _BOOL_WORDS:
+        raise ImproperlyConfigured(
+            f"Environment variable {name}={env.str(name)!r} is not a valid bool: use true/false, yes/no, on/off or 1/0"
+        )
     try:
         return getattr(env, kind)(name, default=default)
     except (ValueError, TypeError) as exc:

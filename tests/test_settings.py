@@ -1,0 +1,48 @@
+"""Configuration mistakes stop start-up with a message naming the setting."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "DJANGO_SETTINGS_MODULE": "greenhouse_site.settings", **env}
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("COLLECTOR_PORT", "fivefivefive"), ("COLLECTOR_FLUSH_INTERVAL", "soon"), ("DEBUG", "maybe")],
+)
+def test_malformed_value_names_the_variable(variable, value):
+    result = manage("check", **{variable: value})
+    assert result.returncode != 0
+    assert f"Environment variable {variable}={value!r} is not a valid" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("COLLECTOR_PORT", "70000", "COLLECTOR_PORT=70000 is not a TCP port"),
+        ("COLLECTOR_FLUSH_INTERVAL", "0", "COLLECTOR_FLUSH_INTERVAL must be a positive number"),
+        ("COLLECTOR_MAX_CONNECTIONS", "0", "COLLECTOR_MAX_CONNECTIONS must be at least 1"),
+    ],
+)
+def test_out_of_range_value_is_a_system_check_error(variable, value, message):
+    result = manage("check", **{variable: value})
+    assert result.returncode == 1
+    assert message in result.stderr
+
+
+def test_unknown_log_level_is_refused():
+    result = manage("check", LOG_LEVEL="LOUD")
+    assert result.returncode != 0
+    assert "LOG_LEVEL='LOUD' is not one of" in result.stderr
