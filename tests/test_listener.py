@@ -1,0 +1,78 @@
+"""LineListener driven step by step, as the collector does: keepalive, idle sweep, clean close."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from sensors.listener import BindError, LineListener
+
+
+class Clock:
+    now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def received():
+    return []
+
+
+@pytest.fixture
+def listener(received):
+    clock = Clock()
+    server = LineListener("127.0.0.1", 0, lambda peer, lines, ts: received.extend(lines), idle_timeout=60, clock=clock)
+    server.bind()
+    yield server
+    server.close_all()
+
+
+def poll_until(listener: LineListener, condition, attempts: int = 50) -> None:
+    for _ in range(attempts):
+        if condition():
+            return
+        listener.poll(0.05)
+    raise AssertionError("condition not reached")
+
+
+def test_accepted_connections_have_tcp_keepalive_on(listener):
+    with socket.create_connection((listener.host, listener.port)):
+        poll_until(listener, lambda: listener.connection_count == 1)
+        conn = next(iter(listener._connections.values()))
+        assert conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+
+
+def test_only_connections_silent_past_the_timeout_are_closed(listener, received):
+    with socket.create_connection((listener.host, listener.port)) as quiet:
+        poll_until(listener, lambda: listener.connection_count == 1)
+        listener.clock.now += 30
+        with socket.create_connection((listener.host, listener.port)) as chatty:
+            chatty.sendall(b"Soil: 1; from 5c:cf:7f:0a:1b:2c\n")
+            poll_until(listener, lambda: received)
+            listener.clock.now += 31  # quiet: silent 61 s; chatty: 31 s
+            assert listener.close_idle() == 1
+            assert listener.connection_count == 1
+            quiet.settimeout(5)
+            assert quiet.recv(10) == b""
+
+
+def test_line_without_newline_at_close_is_counted_incomplete_and_not_delivered(listener, received):
+    with socket.create_connection((listener.host, listener.port)) as sock:
+        sock.sendall(b"Soil: 1; from 5c:cf:7f:0a:1b:2c\nSoil: 2; fr")
+        poll_until(listener, lambda: received)
+    poll_until(listener, lambda: listener.connection_count == 0)
+    assert received == [b"Soil: 1; from 5c:cf:7f:0a:1b:2c"]
+    assert listener.counters["incomplete_line"] == 1
+
+
+def test_binding_a_used_port_raises_a_readable_error(listener):
+    with pytest.raises(BindError, match="already in use"):
+        LineListener("127.0.0.1", listener.port, lambda *a: None).bind()
+
+
+def test_unresolvable_host_raises_a_readable_error():
+    with pytest.raises(BindError, match="cannot resolve listen address"):
+        LineListener("no-such-host.invalid", 0, lambda *a: None).bind()
