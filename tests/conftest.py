@@ -47,6 +47,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     reporter = session.config.pluginmanager.get_plugin("terminalreporter")
     skipped = reporter.stats.get("skipped", []) if reporter else []
     if skipped:
+        reporter.write_line("")
         reporter.write_line(f"GREENHOUSE_NO_SKIPS=1: {len(skipped)} skipped tests count as failures here", red=True)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
