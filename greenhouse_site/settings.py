@@ -99,7 +99,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             # Take the write lock at BEGIN so two writers queue on the busy
             # timeout instead of failing with "database is locked" mid-transaction.
             "transaction_mode": "IMMEDIATE",
-            "timeout": _typed("float", "SQLITE_BUSY_TIMEOUT", 20.0),
+            "timeout": _typed("float", "SQLITE_BUSY_TIMEOUT", 5.0),
         }
     )
     # Tests that start the real collector as a subprocess need a file, not :memory:.

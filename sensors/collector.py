@@ -36,7 +36,8 @@ class CollectorConfig:
     max_connections: int = 12000
     max_metrics_per_sensor: int = 16
     drain_seconds: float = 1.0
-    shutdown_write_seconds: float = 8.0
+    # Below supervisor's stopwaitsecs (20) and above the SQLite busy timeout (5).
+    shutdown_write_seconds: float = 12.0
 
 
 def _format_counts(counts: Counter[str]) -> str:
@@ -63,6 +64,7 @@ class Collector:
         self.rejected_fields: Counter[str] = Counter()
         self._log_limiter = LogLimiter()
         self._stop_requested = False
+        self.stop_reason = ""
         self._last_stats: dict = {}
         self._stats_time = 0.0
         self._next_flush = 0.0
@@ -82,9 +84,10 @@ class Collector:
         self._last_stats = self._stats_snapshot()
         return address
 
-    def request_stop(self) -> None:
-        """Safe to call from a signal handler: the loop notices within one poll."""
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Safe to call from a signal handler (only sets a flag): the loop notices within one poll."""
         self._stop_requested = True
+        self.stop_reason = reason
 
     @property
     def stop_requested(self) -> bool:
@@ -93,6 +96,7 @@ class Collector:
     def run(self) -> None:
         while not self._stop_requested:
             self.step()
+        logger.info("%s: stopping", self.stop_reason)
 
     def shutdown(self) -> int:
         """Stop accepting, read what has arrived, flush, wait for the writer.
@@ -157,7 +161,7 @@ class Collector:
         logger.info(
             "stats: %d connections open, %.1f lines/s, %.1f samples/s, rejected lines: %s; "
             "rejected fields: %s; rows written: %d; buckets pending: %d; "
-            "connections opened %d, closed idle %d, refused %d",
+            "connections opened %d, closed idle %d, refused %d, accept errors %d",
             self.listener.connection_count,
             (current["lines"] - previous["lines"]) / elapsed,
             (current["samples"] - previous["samples"]) / elapsed,
@@ -168,6 +172,7 @@ class Collector:
             counters["connections_opened"] - previous["opened"],
             counters["idle_closed"] - previous["idle_closed"],
             counters["refused_max_connections"] - previous["refused"],
+            counters["accept_errors"] - previous["accept_errors"],
         )
 
     def rejected_line_totals(self) -> Counter[str]:
@@ -190,6 +195,7 @@ class Collector:
             "opened": counters["connections_opened"],
             "idle_closed": counters["idle_closed"],
             "refused": counters["refused_max_connections"],
+            "accept_errors": counters["accept_errors"],
         }
 
     def _reject_line(self, peer: str, raw: bytes, rejected: Rejected) -> None:

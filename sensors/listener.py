@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 RECV_BYTES = 65536
 LISTEN_BACKLOG = 4096
 ACCEPTS_PER_POLL = 512
+ACCEPT_PAUSE = 1.0
 
 LineHandler = Callable[[str, list[bytes], float], None]
 
@@ -64,6 +65,7 @@ class LineListener:
         idle_timeout: float = 600.0,
         max_line_bytes: int = MAX_LINE_BYTES,
         clock: Callable[[], float] = time.time,
+        idle_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.host = host
         self.port = port
@@ -71,7 +73,9 @@ class LineListener:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self.max_line_bytes = max_line_bytes
-        self.clock = clock
+        self.clock = clock  # wall clock: stamps samples
+        self.idle_clock = idle_clock  # monotonic: an NTP step must not close every connection as idle
+        self._accept_paused_until: float | None = None
         self.counters: Counter[str] = Counter()
         self._log_limiter = LogLimiter()
         self._selector = selectors.DefaultSelector()
@@ -122,9 +126,7 @@ class LineListener:
         if self._server is None:
             return
         self._accept(limit=None)
-        self._selector.unregister(self._server)
-        self._server.close()
-        self._server = None
+        self._close_server()
 
     def drain(self, max_seconds: float = 1.0) -> None:
         """Read what has already arrived on open connections, until quiet or out of time."""
@@ -136,15 +138,25 @@ class LineListener:
     def close_all(self) -> None:
         for conn in list(self._connections.values()):
             self._close(conn)
-        if self._server is not None:
-            self._selector.unregister(self._server)
-            self._server.close()
-            self._server = None
+        self._close_server()
         self._selector.close()
+
+    def _close_server(self) -> None:
+        if self._server is None:
+            return
+        if self._accept_paused_until is None:
+            self._selector.unregister(self._server)
+        self._accept_paused_until = None
+        self._server.close()
+        self._server = None
 
     # --- one step --------------------------------------------------------------
     def poll(self, timeout: float | None) -> int:
         """Wait up to `timeout` for readiness and serve it; return how many sockets were ready."""
+        if self._accept_paused_until is not None and time.monotonic() >= self._accept_paused_until:
+            self._accept_paused_until = None
+            if self._server is not None:
+                self._selector.register(self._server, selectors.EVENT_READ, None)
         events = self._selector.select(timeout)
         for key, _ in events:
             if key.data is None:
@@ -155,7 +167,7 @@ class LineListener:
 
     def close_idle(self, now: float | None = None) -> int:
         """Close connections that sent nothing for `idle_timeout` seconds."""
-        now = self.clock() if now is None else now
+        now = self.idle_clock() if now is None else now
         cutoff = now - self.idle_timeout
         idle = [conn for conn in self._connections.values() if conn.last_active < cutoff]
         for conn in idle:
@@ -173,10 +185,14 @@ class LineListener:
                 sock, address = self._server.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE and friends: keep serving the others
+            except OSError as exc:  # EMFILE and friends: keep serving the open connections
                 self.counters["accept_errors"] += 1
                 if self._log_limiter.allow("accept_errors"):
-                    logger.error("cannot accept a connection: %s", exc)
+                    logger.error("cannot accept a connection (%s); pausing accepts for %.0f s", exc, ACCEPT_PAUSE)
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    # The backlog stays readable: without a pause select() would spin at 100 % CPU.
+                    self._selector.unregister(self._server)
+                    self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
             accepted += 1
             if len(self._connections) >= self.max_connections:
@@ -190,7 +206,7 @@ class LineListener:
                 _enable_keepalive(sock)
             except OSError:  # the peer may already be gone
                 pass
-            conn = Connection(sock, address[0], self.clock(), self.max_line_bytes)
+            conn = Connection(sock, address[0], self.idle_clock(), self.max_line_bytes)
             self._connections[sock.fileno()] = conn
             self._selector.register(sock, selectors.EVENT_READ, conn)
             self.counters["connections_opened"] += 1
@@ -205,11 +221,16 @@ class LineListener:
         if not data:
             self._close(conn)
             return
-        now = self.clock()
-        conn.last_active = now
+        conn.last_active = self.idle_clock()
         lines, too_long = conn.framer.feed(data)
         if lines:
-            self.handle_lines(conn.peer, lines, now)
+            try:
+                self.handle_lines(conn.peer, lines, self.clock())
+            except Exception:  # a bug in handling must not stop the other boards being served
+                self.counters["handler_errors"] += 1
+                logger.exception("error handling lines from %s; closing that connection", conn.peer)
+                self._close(conn)
+                return
         if too_long:
             self.counters[Reason.LINE_TOO_LONG] += 1
             if self._log_limiter.allow(Reason.LINE_TOO_LONG):

@@ -59,9 +59,11 @@ METRIC_ALIASES: dict[str, str] = {
     "humidity": "humidity",
 }
 
-# Physical bounds per canonical metric, inclusive. Extra metrics only need to be finite.
+# Physical bounds per canonical metric, inclusive. Extra metrics get a wide bound so
+# that sums of a minute's samples stay finite (inf + -inf would poison a stored row).
+EXTRA_METRIC_BOUNDS = (-1e9, 1e9)
 METRIC_BOUNDS: dict[str, tuple[float, float]] = {
-    "soil_moisture": (0.0, math.inf),
+    "soil_moisture": (0.0, 1e9),
     "air_temperature": (-60.0, 100.0),
     "humidity": (0.0, 100.0),
 }
@@ -108,8 +110,8 @@ def _parse_value(metric: str, text: str) -> float | str:
     value = float(text)
     if not math.isfinite(value):  # 1e999
         return Reason.NOT_FINITE
-    bounds = METRIC_BOUNDS.get(metric)
-    if bounds is not None and not bounds[0] <= value <= bounds[1]:
+    low, high = METRIC_BOUNDS.get(metric, EXTRA_METRIC_BOUNDS)
+    if not low <= value <= high:
         return Reason.OUT_OF_RANGE
     return value
 

@@ -14,6 +14,7 @@ samples = samples + EXCLUDED.samples`` does on both SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import islice
@@ -25,6 +26,7 @@ from .models import Reading, Sensor
 
 SUPPORTED_VENDORS = ("sqlite", "postgresql")
 ROWS_PER_STATEMENT = 500
+MERGE_COLUMNS = 7
 
 
 def _chunks(items: Iterable, size: int) -> Iterator[list]:
@@ -90,12 +92,21 @@ def _merge_sql(rows: int) -> str:
     )
 
 
+def merge_rows_per_statement() -> int:
+    """500 rows, or fewer where SQLite was built with a low bound on SQL variables (999 before 3.32)."""
+    if connection.vendor != "sqlite":
+        return ROWS_PER_STATEMENT
+    connection.ensure_connection()
+    limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
+    return max(1, min(ROWS_PER_STATEMENT, limit // MERGE_COLUMNS))
+
+
 def merge_readings(sensor_ids: dict[str, int], buckets: Iterable[tuple[BucketKey, Bucket]]) -> int:
     """Add buckets into the stored minutes (insert or merge); return rows written."""
     start_field = Reading._meta.get_field("start")
     written = 0
     with connection.cursor() as cursor:
-        for chunk in _chunks(buckets, ROWS_PER_STATEMENT):
+        for chunk in _chunks(buckets, merge_rows_per_statement()):
             params: list = []
             for (mac, metric, minute), bucket in chunk:
                 start = start_field.get_db_prep_value(_utc(minute), connection)

@@ -24,7 +24,9 @@ def received():
 @pytest.fixture
 def listener(received):
     clock = Clock()
-    server = LineListener("127.0.0.1", 0, lambda peer, lines, ts: received.extend(lines), idle_timeout=60, clock=clock)
+    server = LineListener(
+        "127.0.0.1", 0, lambda peer, lines, ts: received.extend(lines), idle_timeout=60, clock=clock, idle_clock=clock
+    )
     server.bind()
     yield server
     server.close_all()
@@ -66,6 +68,29 @@ def test_line_without_newline_at_close_is_counted_incomplete_and_not_delivered(l
     poll_until(listener, lambda: listener.connection_count == 0)
     assert received == [b"Soil: 1; from 5c:cf:7f:0a:1b:2c"]
     assert listener.counters["incomplete_line"] == 1
+
+
+def test_an_error_in_the_line_handler_closes_only_that_connection():
+    def handle(peer, lines, ts):
+        if b"boom" in lines[0]:
+            raise RuntimeError("bug")
+        served.extend(lines)
+
+    served: list[bytes] = []
+    server = LineListener("127.0.0.1", 0, handle)
+    server.bind()
+    try:
+        with socket.create_connection((server.host, server.port)) as bad:
+            with socket.create_connection((server.host, server.port)) as good:
+                poll_until(server, lambda: server.connection_count == 2)
+                bad.sendall(b"boom\n")
+                poll_until(server, lambda: server.connection_count == 1)
+                good.sendall(b"fine\n")
+                poll_until(server, lambda: served)
+        assert served == [b"fine"]
+        assert server.counters["handler_errors"] == 1
+    finally:
+        server.close_all()
 
 
 def test_binding_a_used_port_raises_a_readable_error(listener):

@@ -550,3 +550,9 @@ def test_accepted_values_are_finite_and_within_metric_bounds(raw: bytes) -> None
 def test_non_ascii_key_that_lowercases_to_ascii_is_an_invalid_key():
     result = parse_line("\u212aey: 1; soil: 5; from 5c:cf:7f:0a:1b:2c".encode())  # KELVIN SIGN K
     assert result == Accepted("5c:cf:7f:0a:1b:2c", (("soil_moisture", 5.0),), (Reason.INVALID_KEY,))
+
+
+@pytest.mark.parametrize("value", ["1e308", "-1e308", "1000000001"])
+def test_extra_metric_beyond_a_billion_is_out_of_range_so_sums_stay_finite(value):
+    result = parse_line(f"co2: {value}; soil: 5; from 5c:cf:7f:0a:1b:2c".encode())
+    assert result == Accepted("5c:cf:7f:0a:1b:2c", (("soil_moisture", 5.0),), (Reason.OUT_OF_RANGE,))

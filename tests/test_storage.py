@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 
 import pytest
@@ -64,6 +65,16 @@ def test_batches_larger_than_one_statement_are_written_whole():
     assert rows == count
     assert Sensor.objects.count() == count
     assert Reading.objects.filter(samples=1).count() == count
+
+
+def test_sqlite_built_with_the_old_999_variable_limit_still_takes_large_batches():
+    from django.db import connection
+
+    if connection.vendor == "sqlite":  # as SQLite before 3.32 (Django 5.2 supports 3.31)
+        connection.ensure_connection()
+        connection.connection.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, 999)
+    assert write_batch(batch(*[(MAC, f"m{index}", T0, 1.0) for index in range(300)])) == 300
+    assert Reading.objects.count() == 300
 
 
 def test_a_failed_batch_leaves_nothing_half_written():

@@ -87,8 +87,7 @@ class Command(BaseCommand):
         connection.close()
 
         def stop(signum: int, frame: object) -> None:
-            logger.info("received %s, stopping", signal.Signals(signum).name)
-            collector.request_stop()
+            collector.request_stop(f"received {signal.Signals(signum).name}")  # no I/O in a signal handler
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
@@ -99,8 +98,10 @@ class Command(BaseCommand):
             config.flush_interval,
             connection.vendor,
         )
-        collector.run()
-        lost = collector.shutdown()
+        try:
+            collector.run()
+        finally:  # even after an unexpected error, write what is held before exiting
+            lost = collector.shutdown()
         if lost:
             raise CommandError(
                 "stopped with samples not written to the database"
