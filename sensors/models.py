@@ -10,7 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.core.exceptions import ValidationError
-from django.db import models
+from django.db import models, transaction
+from django.utils import timezone
 
 from .protocol import normalise_mac
 
@@ -37,6 +38,15 @@ class Sensor(models.Model):
     first_seen = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     last_peer = models.GenericIPAddressField("last address", null=True, blank=True)
+    # Calibration: applied when readings are shown or exported with --calibrated, never stored.
+    soil_dry_raw = models.FloatField(
+        "soil raw reading when dry", null=True, blank=True, help_text="Raw probe value in dry soil (shown as 0 %)."
+    )
+    soil_wet_raw = models.FloatField(
+        "soil raw reading when wet", null=True, blank=True, help_text="Raw probe value in wet soil (shown as 100 %)."
+    )
+    temperature_offset = models.FloatField("air temperature offset (°C)", default=0.0)
+    humidity_offset = models.FloatField("humidity offset (%RH)", default=0.0)
 
     class Meta:
         ordering = ["name", "mac"]
@@ -62,6 +72,56 @@ class Sensor(models.Model):
             self.mac = self.normalise_mac(self.mac)
         except ValidationError as exc:
             raise ValidationError({"mac": exc.messages}) from exc
+        if (self.soil_dry_raw is None) != (self.soil_wet_raw is None):
+            raise ValidationError("Give both the dry and the wet soil reading, or neither.")
+        if self.soil_dry_raw is not None and self.soil_dry_raw == self.soil_wet_raw:
+            raise ValidationError({"soil_wet_raw": "The wet reading must differ from the dry reading."})
+
+    @property
+    def soil_is_calibrated(self) -> bool:
+        return self.soil_dry_raw is not None and self.soil_wet_raw is not None
+
+    def calibrate(self, metric: str, value: float) -> float:
+        """A stored raw value as shown to the grower (soil as 0-100 %, offsets added)."""
+        if metric == "soil_moisture" and self.soil_is_calibrated:
+            return (value - self.soil_dry_raw) / (self.soil_wet_raw - self.soil_dry_raw) * 100.0
+        if metric == "air_temperature":
+            return value + self.temperature_offset
+        if metric == "humidity":
+            return value + self.humidity_offset
+        return value
+
+    @transaction.atomic
+    def move_to(self, location: Location | None, when: datetime | None = None) -> None:
+        """Place the sensor somewhere new from `when` on; its past stays where it was."""
+        when = when or timezone.now()
+        self.placements.filter(end__isnull=True).update(end=when)
+        if location is not None:
+            self.placements.create(location=location, start=when)
+        self.location = location
+        self.save(update_fields=["location"])
+
+
+class Placement(models.Model):
+    """A sensor stood in a location from `start` until `end` (open while it is still there)."""
+
+    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="placements")
+    location = models.ForeignKey(Location, on_delete=models.CASCADE, related_name="placements")
+    start = models.DateTimeField()
+    end = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["sensor", "-start"]
+        indexes = [models.Index(fields=["location", "start"], name="placement_location_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(end__isnull=True) | models.Q(end__gt=models.F("start")),
+                name="placement_ends_after_it_starts",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.sensor} in {self.location} from {self.start:%Y-%m-%d %H:%M}"
 
 
 class ReadingQuerySet(models.QuerySet):
@@ -70,6 +130,14 @@ class ReadingQuerySet(models.QuerySet):
 
     def for_metric(self, metric: str) -> ReadingQuerySet:
         return self.filter(metric=metric)
+
+    def placed_in(self, location: Location) -> ReadingQuerySet:
+        """Readings taken while their sensor stood in `location` (placement valid at each minute)."""
+        return self.filter(
+            models.Q(sensor__placements__end__isnull=True) | models.Q(start__lt=models.F("sensor__placements__end")),
+            sensor__placements__location=location,
+            start__gte=models.F("sensor__placements__start"),
+        )
 
     def between(self, since: datetime | None = None, until: datetime | None = None) -> ReadingQuerySet:
         """Minutes starting at or after `since` and before `until` (either may be open)."""

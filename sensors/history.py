@@ -1,0 +1,163 @@
+"""History queries for the charts and the API: one place, aggregated in the database.
+
+`sensor_series` answers (sensor, metric, start, end, max points) with at most
+`max_points` points. Minute rows are grouped into equal steps by the database
+(GROUP BY the step an epoch second falls in), so a year of minutes costs one
+indexed range scan and returns at most `max_points` rows. When coarser stored
+resolutions (hourly/daily rollups) exist, `_source_rows` is where the choice of
+table goes; callers do not change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import FloatField, IntegerField, Max, Min, Sum
+from django.db.models.expressions import Func
+
+from .models import Location, Reading, ReadingQuerySet, Sensor
+
+SAMPLE_PERIOD_SECONDS = 2  # the firmware sends one line every 2 s
+DEFAULT_MAX_POINTS = 1000
+MAX_POINTS_LIMIT = 5000
+NICE_STEPS_MINUTES = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080]
+
+
+class EpochStep(Func):
+    """The start of the `step`-second interval a datetime column falls in, as epoch seconds."""
+
+    output_field = IntegerField()
+
+    def __init__(self, expression, step: int) -> None:
+        super().__init__(expression)
+        self.step = int(step)
+
+    def as_sqlite(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"((CAST(strftime('%%s', {sql}) AS INTEGER) / {self.step}) * {self.step})", params
+
+    def as_postgresql(self, compiler, connection, **extra):
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"(FLOOR(EXTRACT(EPOCH FROM {sql}) / {self.step}) * {self.step})::bigint", params
+
+
+@dataclass(frozen=True)
+class Point:
+    time: datetime
+    samples: int
+    mean: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Series:
+    metric: str
+    start: datetime
+    end: datetime
+    step_seconds: int
+    points: list[Point]  # only steps with data; a missing step is a gap
+    samples: int
+
+    @property
+    def expected_samples(self) -> int:
+        return max(1, int((self.end - self.start).total_seconds() // SAMPLE_PERIOD_SECONDS))
+
+    @property
+    def coverage(self) -> float:
+        """Samples received / samples expected at one per 2 s (1.0 is a perfect board)."""
+        return self.samples / self.expected_samples
+
+
+def step_for(start: datetime, end: datetime, max_points: int) -> int:
+    """The smallest nice step (whole minutes) giving at most `max_points` steps in the range."""
+    minutes = max(1.0, (end - start).total_seconds() / 60)
+    for step in NICE_STEPS_MINUTES:
+        if math.ceil(minutes / step) <= max_points:
+            return step * 60
+    return math.ceil(minutes / max_points) * 60
+
+
+def _source_rows(readings: ReadingQuerySet, step: int) -> ReadingQuerySet:
+    """Per-step aggregates of the minute rows (later: of hourly/daily rollups when coarser)."""
+    return (
+        readings.annotate(step=EpochStep("start", step))
+        .values("step")
+        .annotate(
+            samples=Sum("samples"),
+            total=Sum("value_sum", output_field=FloatField()),
+            low=Min("value_min"),
+            high=Max("value_max"),
+        )
+        .order_by("step")
+    )
+
+
+def _series(
+    readings: ReadingQuerySet,
+    sensor: Sensor | None,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    max_points: int,
+    calibrated: bool,
+) -> Series:
+    max_points = max(1, min(max_points, MAX_POINTS_LIMIT))
+    step = step_for(start, end, max_points)
+    rows = _source_rows(readings.for_metric(metric).between(start, end), step)
+    points = []
+    total_samples = 0
+    for row in rows:
+        mean, low, high = row["total"] / row["samples"], row["low"], row["high"]
+        if calibrated and sensor is not None:
+            mean, low, high = (sensor.calibrate(metric, value) for value in (mean, low, high))
+            low, high = min(low, high), max(low, high)  # a soil mapping runs downwards
+        points.append(Point(datetime.fromtimestamp(row["step"], tz=UTC), row["samples"], mean, low, high))
+        total_samples += row["samples"]
+    return Series(metric, start, end, step, points, total_samples)
+
+
+def sensor_series(
+    sensor: Sensor,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    max_points: int = DEFAULT_MAX_POINTS,
+    calibrated: bool = True,
+) -> Series:
+    """One sensor's metric over [start, end), at most `max_points` points."""
+    return _series(Reading.objects.filter(sensor=sensor), sensor, metric, start, end, max_points, calibrated)
+
+
+def location_series(
+    location: Location,
+    metric: str,
+    start: datetime,
+    end: datetime,
+    max_points: int = DEFAULT_MAX_POINTS,
+    calibrated: bool = True,
+) -> dict[Sensor, Series]:
+    """Each sensor's series for the time it stood in `location` (placement valid per minute)."""
+    placed = Reading.objects.placed_in(location).between(start, end)
+    sensor_ids = placed.values_list("sensor_id", flat=True).distinct()
+    return {
+        sensor: _series(
+            Reading.objects.placed_in(location).filter(sensor=sensor),
+            sensor,
+            metric,
+            start,
+            end,
+            max_points,
+            calibrated,
+        )
+        for sensor in Sensor.objects.filter(id__in=sensor_ids)
+    }
+
+
+def default_range(hours: float, now: datetime | None = None) -> tuple[datetime, datetime]:
+    """The last `hours` up to the end of the current minute."""
+    now = now or datetime.now(UTC)
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return end - timedelta(hours=hours), end
