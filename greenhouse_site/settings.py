@@ -136,6 +136,10 @@ COLLECTOR_IDLE_TIMEOUT = _typed("float", "COLLECTOR_IDLE_TIMEOUT", 600.0)
 COLLECTOR_MAX_CONNECTIONS = _typed("int", "COLLECTOR_MAX_CONNECTIONS", 12000)
 COLLECTOR_MAX_METRICS_PER_SENSOR = _typed("int", "COLLECTOR_MAX_METRICS_PER_SENSOR", 16)
 
+# --- Web UI --------------------------------------------------------------------
+# A sensor silent for longer than this is shown as offline.
+SENSOR_OFFLINE_AFTER = _typed("int", "SENSOR_OFFLINE_AFTER", 180)
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
     raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL.")

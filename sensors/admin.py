@@ -1,6 +1,14 @@
-from django.contrib import admin
+"""The admin is where growers name sensors, place them, and set their calibration."""
 
-from .models import Location, Reading, Sensor
+from __future__ import annotations
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.html import format_html_join
+
+from .metrics import metric_info
+from .models import Location, Placement, Reading, Sensor
 
 
 @admin.register(Location)
@@ -9,12 +17,83 @@ class LocationAdmin(admin.ModelAdmin):
     search_fields = ["name"]
 
 
+class PlacementInline(admin.TabularInline):
+    """Where the sensor has stood; written by moving it (changing its location), never by hand."""
+
+    model = Placement
+    extra = 0
+    fields = ["location", "start", "end"]
+    readonly_fields = fields
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+
+def _move_action(location: Location | None):
+    def move(modeladmin, request: HttpRequest, queryset: QuerySet[Sensor]) -> None:
+        for sensor in queryset:
+            sensor.move_to(location)
+        modeladmin.message_user(
+            request, f"Moved {queryset.count()} sensors to {location or 'no location'}.", messages.SUCCESS
+        )
+
+    name = f"move_to_{location.pk}" if location else "move_to_none"
+    move.short_description = f"Move selected sensors to {location}" if location else "Remove selected from location"
+    return move, name, move.short_description
+
+
 @admin.register(Sensor)
 class SensorAdmin(admin.ModelAdmin):
-    list_display = ["display_name", "mac", "location", "last_seen", "last_peer"]
+    list_display = ["display_name", "mac", "location", "last_seen", "online", "latest_values"]
     list_filter = ["location"]
+    list_select_related = ["location"]
     search_fields = ["mac", "name"]
     readonly_fields = ["first_seen", "last_seen", "last_peer"]
+    inlines = [PlacementInline]
+    fieldsets = [
+        (None, {"fields": ["mac", "name", "location"]}),
+        (
+            "Calibration (applied when shown, never to stored data)",
+            {"fields": ["soil_dry_raw", "soil_wet_raw", "temperature_offset", "humidity_offset"]},
+        ),
+        ("Seen", {"fields": ["first_seen", "last_seen", "last_peer"]}),
+    ]
+
+    @admin.display(boolean=True)
+    def online(self, sensor: Sensor) -> bool:
+        return sensor.is_online()
+
+    @admin.display(description="latest values")
+    def latest_values(self, sensor: Sensor) -> str:
+        return format_html_join(
+            ", ",
+            "{} {} {}",
+            (
+                (
+                    metric_info(r.metric).label,
+                    f"{sensor.calibrate(r.metric, r.mean):.1f}",
+                    metric_info(r.metric).calibrated_unit
+                    if r.metric != "soil_moisture" or sensor.soil_is_calibrated
+                    else metric_info(r.metric).unit,
+                )
+                for r in sensor.latest_readings()
+            ),
+        )
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        actions = super().get_actions(request)
+        for location in [*Location.objects.all(), None]:
+            function, name, description = _move_action(location)
+            actions[name] = (function, name, description)
+        return actions
+
+    def save_model(self, request: HttpRequest, obj: Sensor, form, change: bool) -> None:
+        """Changing the location is a move: it closes the old placement and opens a new one."""
+        moved = "location" in form.changed_data
+        super().save_model(request, obj, form, change)
+        if moved:
+            obj.move_to(obj.location)
 
 
 @admin.register(Reading)
@@ -26,8 +105,8 @@ class ReadingAdmin(admin.ModelAdmin):
     list_select_related = ["sensor"]
     date_hierarchy = "start"
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False

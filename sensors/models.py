@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
@@ -77,6 +78,17 @@ class Sensor(models.Model):
         if self.soil_dry_raw is not None and self.soil_dry_raw == self.soil_wet_raw:
             raise ValidationError({"soil_wet_raw": "The wet reading must differ from the dry reading."})
 
+    def is_online(self, now: datetime | None = None) -> bool:
+        """Reported within SENSOR_OFFLINE_AFTER seconds (boards send every 2 s)."""
+        if self.last_seen is None:
+            return False
+        now = now or timezone.now()
+        return (now - self.last_seen).total_seconds() <= settings.SENSOR_OFFLINE_AFTER
+
+    def latest_readings(self) -> ReadingQuerySet:
+        """The newest minute of each metric this sensor has sent."""
+        return Reading.objects.filter(sensor=self).latest_per_metric()
+
     @property
     def soil_is_calibrated(self) -> bool:
         return self.soil_dry_raw is not None and self.soil_wet_raw is not None
@@ -130,6 +142,10 @@ class ReadingQuerySet(models.QuerySet):
 
     def for_metric(self, metric: str) -> ReadingQuerySet:
         return self.filter(metric=metric)
+
+    def latest_per_metric(self) -> ReadingQuerySet:
+        newest = self.model.objects.filter(sensor=models.OuterRef("sensor"), metric=models.OuterRef("metric"))
+        return self.filter(start=models.Subquery(newest.order_by("-start").values("start")[:1])).order_by("metric")
 
     def placed_in(self, location: Location) -> ReadingQuerySet:
         """Readings taken while their sensor stood in `location` (placement valid at each minute)."""
