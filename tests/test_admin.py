@@ -17,8 +17,13 @@ def sensor() -> Sensor:
     now = timezone.now()
     sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", last_seen=now, first_seen=now, temperature_offset=-1.0)
     Reading.objects.create(
-        sensor=sensor, metric="air_temperature", start=now.replace(second=0, microsecond=0),
-        samples=2, value_sum=43.0, value_min=21.0, value_max=22.0,
+        sensor=sensor,
+        metric="air_temperature",
+        start=now.replace(second=0, microsecond=0),
+        samples=2,
+        value_sum=43.0,
+        value_min=21.0,
+        value_max=22.0,
     )
     Sensor.objects.create(mac="5c:cf:7f:00:00:02", name="Old probe", last_seen=now - timedelta(hours=1))
     return sensor
@@ -36,9 +41,13 @@ def test_changing_the_location_in_the_form_records_a_placement(admin_client, sen
     response = admin_client.post(
         f"/admin/sensors/sensor/{sensor.pk}/change/",
         {
-            "mac": sensor.mac, "name": "Tomatoes", "location": bench.pk,
-            "temperature_offset": "0", "humidity_offset": "0",
-            "placements-TOTAL_FORMS": "0", "placements-INITIAL_FORMS": "0",
+            "mac": sensor.mac,
+            "name": "Tomatoes",
+            "location": bench.pk,
+            "temperature_offset": "0",
+            "humidity_offset": "0",
+            "placements-TOTAL_FORMS": "0",
+            "placements-INITIAL_FORMS": "0",
         },
     )
     assert response.status_code == 302, response.content.decode()[:2000]
@@ -49,9 +58,7 @@ def test_changing_the_location_in_the_form_records_a_placement(admin_client, sen
 def test_bulk_action_moves_sensors_and_closes_their_old_placements(admin_client, sensor):
     north, south = Location.objects.create(name="North"), Location.objects.create(name="South")
     sensor.move_to(north)
-    admin_client.post(
-        "/admin/sensors/sensor/", {"action": f"move_to_{south.pk}", "_selected_action": [sensor.pk]}
-    )
+    admin_client.post("/admin/sensors/sensor/", {"action": f"move_to_{south.pk}", "_selected_action": [sensor.pk]})
     sensor.refresh_from_db()
     assert sensor.location == south
     assert sensor.placements.get(location=north).end is not None

@@ -1,0 +1,96 @@
+"""Thin views: parse the request, ask sensors.history, render."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from django.http import HttpRequest, JsonResponse
+from django.shortcuts import get_object_or_404
+
+from .access import read_only_page
+from .export import format_time
+from .history import DEFAULT_MAX_POINTS, MAX_POINTS_LIMIT, default_range, sensor_series
+from .metrics import metric_info
+from .models import Sensor
+from .protocol import normalise_mac
+
+RANGES = {"1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30, "1y": 24 * 365}
+
+
+class BadRequest(ValueError):
+    pass
+
+
+def _moment(text: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise BadRequest(f"{name}={text!r} is not an ISO 8601 time") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def requested_range(params) -> tuple[datetime, datetime]:
+    """`range` (1h, 24h, 7d, 30d, 1y; default 24h) or an explicit `start` and `end`."""
+    if "start" in params or "end" in params:
+        if not ("start" in params and "end" in params):
+            raise BadRequest("give both start and end")
+        start, end = _moment(params["start"], "start"), _moment(params["end"], "end")
+        if end <= start:
+            raise BadRequest("end must be after start")
+        if end - start > timedelta(days=3660):
+            raise BadRequest("a range of at most ten years")
+        return start, end
+    name = params.get("range", "24h")
+    if name not in RANGES:
+        raise BadRequest(f"range must be one of {', '.join(RANGES)}")
+    return default_range(RANGES[name])
+
+
+def _max_points(params) -> int:
+    try:
+        value = int(params.get("max_points", DEFAULT_MAX_POINTS))
+    except ValueError as exc:
+        raise BadRequest("max_points must be a whole number") from exc
+    if not 1 <= value <= MAX_POINTS_LIMIT:
+        raise BadRequest(f"max_points must be between 1 and {MAX_POINTS_LIMIT}")
+    return value
+
+
+@read_only_page
+def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
+    """GET /api/sensors/<mac>/history?metric=...: documented in docs/api.md."""
+    normalised = normalise_mac(mac)
+    if normalised is None:
+        return JsonResponse({"error": f"{mac!r} is not a MAC address"}, status=400)
+    sensor = get_object_or_404(Sensor, mac=normalised)
+    params = request.GET
+    metric = params.get("metric", "")
+    calibrated = params.get("calibrated", "1") != "0"
+    try:
+        if not metric:
+            raise BadRequest("metric is required, e.g. metric=air_temperature")
+        start, end = requested_range(params)
+        series = sensor_series(sensor, metric, start, end, _max_points(params), calibrated)
+    except BadRequest as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    info = metric_info(metric)
+    soil_raw = metric == "soil_moisture" and not sensor.soil_is_calibrated
+    return JsonResponse(
+        {
+            "sensor": {"mac": sensor.mac, "name": sensor.display_name},
+            "metric": metric,
+            "label": info.label,
+            "unit": info.calibrated_unit if calibrated and not soil_raw else info.unit,
+            "calibrated": calibrated,
+            "start": format_time(series.start),
+            "end": format_time(series.end),
+            "step_seconds": series.step_seconds,
+            "samples": series.samples,
+            "expected_samples": series.expected_samples,
+            "coverage": series.coverage,
+            "points": [
+                {"t": format_time(p.time), "samples": p.samples, "mean": p.mean, "min": p.low, "max": p.high}
+                for p in series.points
+            ],
+        }
+    )

@@ -1,0 +1,97 @@
+"""The history API: ranges, point budget, gaps, calibration flag, errors and access."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
+
+import pytest
+
+from sensors.models import Reading, Sensor
+
+pytestmark = pytest.mark.django_db
+
+URL = "/api/sensors/5c:cf:7f:0a:1b:2c/history"
+
+
+@pytest.fixture
+def sensor() -> Sensor:
+    sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="Tomatoes", humidity_offset=2.0)
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    Reading.objects.bulk_create(
+        Reading(
+            sensor=sensor,
+            metric="humidity",
+            start=end - timedelta(minutes=i),
+            samples=30,
+            value_sum=30 * 50.0,
+            value_min=49.0,
+            value_max=51.0,
+        )
+        for i in range(3 * 1440)
+        if not 100 <= i < 160  # an hour-long outage
+    )
+    return sensor
+
+
+def test_last_hour_minute_by_minute_with_calibration_and_units(admin_client, sensor):
+    data = admin_client.get(URL, {"metric": "humidity", "range": "1h"}).json()
+    assert data["sensor"] == {"mac": "5c:cf:7f:0a:1b:2c", "name": "Tomatoes"}
+    assert (data["unit"], data["step_seconds"]) == ("%RH", 60)
+    assert len(data["points"]) == 60
+    assert data["points"][-1]["mean"] == 52.0 and data["points"][-1]["t"].endswith(":00Z")
+    raw = admin_client.get(URL, {"metric": "humidity", "range": "1h", "calibrated": "0"}).json()
+    assert raw["points"][-1]["mean"] == 50.0
+
+
+@pytest.mark.parametrize("range_name", ["24h", "7d", "30d", "1y"])
+def test_every_range_stays_within_the_point_budget(admin_client, sensor, range_name):
+    data = admin_client.get(URL, {"metric": "humidity", "range": range_name, "max_points": 200}).json()
+    assert 0 < len(data["points"]) <= 200
+
+
+def test_an_outage_shows_as_missing_steps_and_lower_coverage(admin_client, sensor):
+    data = admin_client.get(URL, {"metric": "humidity", "range": "24h"}).json()
+    assert data["step_seconds"] == 120
+    times = [datetime.fromisoformat(point["t"]) for point in data["points"]]
+    gaps = [later - earlier for earlier, later in pairwise(times)]
+    assert sorted(gaps)[-2] == timedelta(minutes=2)  # evenly spaced everywhere else
+    assert timedelta(minutes=60) <= max(gaps) <= timedelta(minutes=62)  # no line across the outage
+    assert data["coverage"] == pytest.approx((1440 - 60) / 1440, abs=0.002)
+
+
+def test_custom_range_with_time_zone_offsets(admin_client, sensor):
+    end = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = end - timedelta(minutes=10)
+    data = admin_client.get(
+        URL, {"metric": "humidity", "start": start.astimezone().isoformat(), "end": end.isoformat()}
+    ).json()
+    assert len(data["points"]) == 10
+    assert data["start"] == start.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({}, "metric is required"),
+        ({"metric": "humidity", "range": "2w"}, "range must be one of"),
+        ({"metric": "humidity", "start": "2026-11-24T10:00:00Z"}, "give both start and end"),
+        ({"metric": "humidity", "start": "yesterday", "end": "today"}, "is not an ISO 8601 time"),
+        ({"metric": "humidity", "max_points": "0"}, "max_points must be between"),
+    ],
+)
+def test_bad_parameters_are_clear_400s(admin_client, sensor, params, message):
+    response = admin_client.get(URL, params)
+    assert response.status_code == 400
+    assert message in response.json()["error"]
+
+
+def test_unknown_sensor_is_404_and_a_non_mac_is_400(admin_client, sensor):
+    assert admin_client.get("/api/sensors/5c:cf:7f:00:00:99/history", {"metric": "humidity"}).status_code == 404
+    assert admin_client.get("/api/sensors/kitchen/history", {"metric": "humidity"}).status_code == 400
+
+
+def test_api_needs_login_unless_the_pages_are_made_public(client, sensor, settings):
+    assert client.get(URL, {"metric": "humidity"}).status_code == 401
+    settings.PUBLIC_READ_ONLY = True
+    assert client.get(URL, {"metric": "humidity"}).status_code == 200
