@@ -56,6 +56,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -126,6 +127,17 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# Chart.js and its time adapter come from npm (package.json, installed by `make setup`).
+NODE_MODULES = BASE_DIR / "node_modules"
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/chart.js", NODE_MODULES / "chart.js" / "dist"),
+    ("vendor/luxon", NODE_MODULES / "luxon" / "build" / "global"),
+    ("vendor/chartjs-adapter-luxon", NODE_MODULES / "chartjs-adapter-luxon" / "dist"),
+]
+# whitenoise serves static files in production too (no separate web server needed);
+# finders let it serve them without a collectstatic step.
+WHITENOISE_USE_FINDERS = True
 
 # --- Collector (python manage.py collect) --------------------------------------
 COLLECTOR_HOST = env.str("COLLECTOR_HOST", default="0.0.0.0")

@@ -4,6 +4,9 @@ from django.urls import path
 from sensors import views
 
 urlpatterns = [
-    path("admin/", admin.site.urls),
+    path("", views.dashboard, name="dashboard"),
+    path("sensors/<str:mac>/", views.sensor_page, name="sensor"),
+    path("sensors/<str:mac>/readings.csv", views.sensor_csv, name="sensor-csv"),
     path("api/sensors/<str:mac>/history", views.sensor_history_api, name="sensor-history-api"),
+    path("admin/", admin.site.urls),
 ]

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from django.http import HttpRequest, JsonResponse
-from django.shortcuts import get_object_or_404
+from django.conf import settings
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, render
 
 from .access import read_only_page
-from .export import format_time
+from .export import export_rows, format_time, ordered_for_export, write_csv
 from .history import DEFAULT_MAX_POINTS, MAX_POINTS_LIMIT, default_range, sensor_series
 from .metrics import metric_info
-from .models import Sensor
+from .models import Location, Reading, Sensor
 from .protocol import normalise_mac
 
 RANGES = {"1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30, "1y": 24 * 365}
@@ -94,3 +95,65 @@ def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
             ],
         }
     )
+
+
+def _sensor_or_404(mac: str) -> Sensor:
+    normalised = normalise_mac(mac)
+    if normalised is None:
+        raise Http404("not a MAC address")
+    return get_object_or_404(Sensor.objects.select_related("location"), mac=normalised)
+
+
+@read_only_page
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Every location with its sensors' latest minute; `?partial=1` is the self-refreshing body."""
+    sensors = list(Sensor.objects.select_related("location").order_by("location__name", "name", "mac"))
+    latest: dict[int, list] = {}
+    for reading in Reading.objects.filter(sensor__in=sensors).latest_per_metric():
+        latest.setdefault(reading.sensor_id, []).append(reading)
+    groups: dict[str, list] = {}
+    for sensor in sensors:
+        values = [
+            {
+                "label": metric_info(r.metric).label,
+                "value": sensor.calibrate(r.metric, r.mean),
+                "unit": (
+                    metric_info(r.metric).unit
+                    if r.metric == "soil_moisture" and not sensor.soil_is_calibrated
+                    else metric_info(r.metric).calibrated_unit
+                ),
+            }
+            for r in latest.get(sensor.id, [])
+        ]
+        group = sensor.location.name if sensor.location else "Not placed"
+        groups.setdefault(group, []).append({"sensor": sensor, "online": sensor.is_online(), "values": values})
+    ordered = sorted(groups.items(), key=lambda item: (item[0] == "Not placed", item[0]))
+    template = "sensors/_dashboard_body.html" if request.GET.get("partial") else "sensors/dashboard.html"
+    return render(request, template, {"groups": ordered, "locations": Location.objects.all()})
+
+
+@read_only_page
+def sensor_page(request: HttpRequest, mac: str) -> HttpResponse:
+    sensor = _sensor_or_404(mac)
+    metrics = list(Reading.objects.filter(sensor=sensor).values_list("metric", flat=True).distinct().order_by("metric"))
+    return render(
+        request,
+        "sensors/sensor.html",
+        {"sensor": sensor, "metrics": metrics, "ranges": list(RANGES), "time_zone": settings.TIME_ZONE},
+    )
+
+
+@read_only_page
+def sensor_csv(request: HttpRequest, mac: str) -> HttpResponse:
+    """The readings of exactly the range the page shows, as export_readings writes them."""
+    sensor = _sensor_or_404(mac)
+    try:
+        start, end = requested_range(request.GET)
+    except BadRequest as exc:
+        return HttpResponse(str(exc), status=400, content_type="text/plain")
+    readings = Reading.objects.filter(sensor=sensor).between(start, end)
+    response = HttpResponse(content_type="text/csv")
+    filename = f"{sensor.mac.replace(':', '')}_{format_time(start)}_{format_time(end)}.csv".replace(":", "")
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    write_csv(export_rows(ordered_for_export(readings)), response)
+    return response
