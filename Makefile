@@ -23,8 +23,9 @@ migrate: setup
 	$(PY) manage.py migrate --no-input
 
 run: migrate
-	@echo "Collector on port 5555 with 5 simulated boards; Ctrl-C stops everything."
-	@echo "In another terminal: $(PY) manage.py export_readings"
+	$(PY) manage.py ensure_demo_user
+	@echo "Collector on port 5555 with 5 simulated boards; web UI on http://127.0.0.1:8000/"
+	@echo "Log in as grower / greenhouse. Ctrl-C stops everything."
 	COLLECTOR_STATS_INTERVAL=15 $(VENV)/bin/supervisord -c deploy/demo.conf
 
 lint: setup

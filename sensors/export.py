@@ -22,26 +22,35 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def export_rows(readings: Iterable[Reading]) -> Iterator[dict[str, Any]]:
+def export_rows(readings: Iterable[Reading], calibrated: bool = False) -> Iterator[dict[str, Any]]:
+    """Rows of `ordered_for_export` readings; `calibrated` applies each sensor's calibration."""
     for reading in readings:
         sensor = reading.sensor
+        mean, low, high = reading.mean, reading.value_min, reading.value_max
+        if calibrated:
+            mean, low, high = (sensor.calibrate(reading.metric, value) for value in (mean, low, high))
+            low, high = min(low, high), max(low, high)
         yield {
             "sensor": sensor.mac,
             "sensor_name": sensor.name,
-            "location": sensor.location.name if sensor.location else "",
+            "location": reading.location_name or "",
             "metric": reading.metric,
             "start": format_time(reading.start),
             "samples": reading.samples,
-            "mean": reading.mean,
-            "min": reading.value_min,
-            "max": reading.value_max,
+            "mean": mean,
+            "min": low,
+            "max": high,
         }
 
 
 def ordered_for_export(queryset) -> Iterator[Reading]:
-    """Time order, then sensor and metric; streamed in chunks to keep memory flat."""
+    """Time order, then sensor and metric, with the location the sensor stood in at that minute.
+
+    Streamed in chunks to keep memory flat.
+    """
     return (
-        queryset.select_related("sensor", "sensor__location")
+        queryset.with_location_name()
+        .select_related("sensor")
         .order_by("start", "sensor__mac", "metric")
         .iterator(chunk_size=2000)
     )

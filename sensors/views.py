@@ -155,5 +155,5 @@ def sensor_csv(request: HttpRequest, mac: str) -> HttpResponse:
     response = HttpResponse(content_type="text/csv")
     filename = f"{sensor.mac.replace(':', '')}_{format_time(start)}_{format_time(end)}.csv".replace(":", "")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    write_csv(export_rows(ordered_for_export(readings)), response)
+    write_csv(export_rows(ordered_for_export(readings), request.GET.get("calibrated", "1") != "0"), response)
     return response

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -21,7 +21,8 @@ T = datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
 @pytest.fixture
 def readings() -> None:
     bench = Location.objects.create(name="North bench")
-    named = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="Tomatoes", location=bench)
+    named = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="Tomatoes", temperature_offset=0.5)
+    named.move_to(bench, T - timedelta(days=1))
     other = Sensor.objects.create(mac="5c:cf:7f:00:00:02")
     rows = [
         (named, "air_temperature", T, 3, 1.0, 0.1, 0.6),
@@ -100,3 +101,20 @@ def test_bad_arguments_are_clear_errors():
         call_command("export_readings", "--sensor", "kitchen")
     with pytest.raises(CommandError, match="is not an ISO 8601 time"):
         call_command("export_readings", "--since", "yesterday")
+
+
+def test_location_is_where_the_sensor_stood_at_each_minute(readings):
+    sensor = Sensor.objects.get(name="Tomatoes")
+    sensor.move_to(Location.objects.create(name="South bench"), T.replace(minute=16))
+    rows = export("--metric", "air_temperature")
+    assert [(row["start"], row["location"]) for row in rows] == [
+        ("2026-11-24T10:15:00Z", "North bench"),
+        ("2026-11-24T10:16:00Z", "South bench"),
+    ]
+
+
+def test_calibrated_export_applies_offsets_and_raw_is_the_default(readings):
+    raw = export("--metric", "air_temperature")
+    calibrated = export("--metric", "air_temperature", "--calibrated")
+    assert (raw[1]["mean"], raw[1]["min"]) == ("20.5", "20.0")
+    assert (calibrated[1]["mean"], calibrated[1]["min"]) == ("21.0", "20.5")

@@ -30,6 +30,9 @@ class Command(BaseCommand):
         parser.add_argument("--metric", help="only this metric, e.g. air_temperature")
         parser.add_argument("--since", type=parse_moment, help="minutes starting at or after this time (ISO 8601)")
         parser.add_argument("--until", type=parse_moment, help="minutes starting before this time (ISO 8601)")
+        parser.add_argument(
+            "--calibrated", action="store_true", help="apply each sensor's calibration (default: raw stored values)"
+        )
 
     def handle(self, *args, **options) -> None:
         readings = Reading.objects.between(options["since"], options["until"])
@@ -43,6 +46,6 @@ class Command(BaseCommand):
         write = write_json if options["format"] == "json" else write_csv
         self.stdout.ending = ""  # the writers end their own lines
         try:
-            write(export_rows(ordered_for_export(readings)), self.stdout)
+            write(export_rows(ordered_for_export(readings), options["calibrated"]), self.stdout)
         except BrokenPipeError:  # `| head`: the reader has seen enough
             pass
