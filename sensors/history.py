@@ -140,7 +140,7 @@ def location_series(
     calibrated: bool = True,
 ) -> dict[Sensor, Series]:
     """Each sensor's series for the time it stood in `location` (placement valid per minute)."""
-    placed = Reading.objects.placed_in(location).between(start, end)
+    placed = Reading.objects.placed_in(location).for_metric(metric).between(start, end)
     sensor_ids = placed.values_list("sensor_id", flat=True).distinct()
     return {
         sensor: _series(

@@ -10,7 +10,7 @@ from django.shortcuts import get_object_or_404, render
 
 from .access import read_only_page
 from .export import export_rows, format_time, ordered_for_export, write_csv
-from .history import DEFAULT_MAX_POINTS, MAX_POINTS_LIMIT, default_range, sensor_series
+from .history import DEFAULT_MAX_POINTS, MAX_POINTS_LIMIT, Series, default_range, location_series, sensor_series
 from .metrics import metric_info
 from .models import Location, Reading, Sensor
 from .protocol import normalise_mac
@@ -57,6 +57,13 @@ def _max_points(params) -> int:
     return value
 
 
+def _points(series: Series) -> list[dict]:
+    return [
+        {"t": format_time(p.time), "samples": p.samples, "mean": p.mean, "min": p.low, "max": p.high}
+        for p in series.points
+    ]
+
+
 @read_only_page
 def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
     """GET /api/sensors/<mac>/history?metric=...: documented in docs/api.md."""
@@ -89,9 +96,44 @@ def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
             "samples": series.samples,
             "expected_samples": series.expected_samples,
             "coverage": series.coverage,
-            "points": [
-                {"t": format_time(p.time), "samples": p.samples, "mean": p.mean, "min": p.low, "max": p.high}
-                for p in series.points
+            "points": _points(series),
+        }
+    )
+
+
+@read_only_page
+def location_history_api(request: HttpRequest, pk: int) -> JsonResponse:
+    """GET /api/locations/<id>/history?metric=...: one series per sensor placed there (docs/api.md)."""
+    location = get_object_or_404(Location, pk=pk)
+    params = request.GET
+    metric = params.get("metric", "")
+    calibrated = params.get("calibrated", "1") != "0"
+    try:
+        if not metric:
+            raise BadRequest("metric is required, e.g. metric=air_temperature")
+        start, end = requested_range(params)
+        by_sensor = location_series(location, metric, start, end, _max_points(params), calibrated)
+    except BadRequest as exc:
+        return JsonResponse({"error": str(exc)}, status=400)
+    info = metric_info(metric)
+    step = max((series.step_seconds for series in by_sensor.values()), default=0)
+    return JsonResponse(
+        {
+            "location": {"id": location.pk, "name": location.name},
+            "metric": metric,
+            "label": info.label,
+            "unit": info.calibrated_unit if calibrated else info.unit,
+            "calibrated": calibrated,
+            "start": format_time(start),
+            "end": format_time(end),
+            "step_seconds": step,
+            "series": [
+                {
+                    "sensor": {"mac": sensor.mac, "name": sensor.display_name},
+                    "coverage": series.coverage,
+                    "points": _points(series),
+                }
+                for sensor, series in sorted(by_sensor.items(), key=lambda item: item[0].display_name)
             ],
         }
     )
@@ -125,9 +167,14 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             }
             for r in latest.get(sensor.id, [])
         ]
-        group = sensor.location.name if sensor.location else "Not placed"
-        groups.setdefault(group, []).append({"sensor": sensor, "online": sensor.is_online(), "values": values})
-    ordered = sorted(groups.items(), key=lambda item: (item[0] == "Not placed", item[0]))
+        groups.setdefault(sensor.location, []).append(
+            {"sensor": sensor, "online": sensor.is_online(), "values": values}
+        )
+    # Sensors without a location come last, in their own group.
+    ordered = [
+        (location or {"pk": None, "name": "Not placed"}, entries)
+        for location, entries in sorted(groups.items(), key=lambda item: (item[0] is None, str(item[0] or "")))
+    ]
     template = "sensors/_dashboard_body.html" if request.GET.get("partial") else "sensors/dashboard.html"
     return render(request, template, {"groups": ordered, "locations": Location.objects.all()})
 
@@ -157,3 +204,15 @@ def sensor_csv(request: HttpRequest, mac: str) -> HttpResponse:
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     write_csv(export_rows(ordered_for_export(readings), request.GET.get("calibrated", "1") != "0"), response)
     return response
+
+
+@read_only_page
+def location_page(request: HttpRequest, pk: int) -> HttpResponse:
+    """The same metric from every sensor of a location on one chart, to compare benches."""
+    location = get_object_or_404(Location, pk=pk)
+    metrics = list(Reading.objects.placed_in(location).values_list("metric", flat=True).distinct().order_by("metric"))
+    return render(
+        request,
+        "sensors/location.html",
+        {"location": location, "metrics": metrics, "ranges": list(RANGES), "time_zone": settings.TIME_ZONE},
+    )

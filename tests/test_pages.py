@@ -94,3 +94,21 @@ def test_pages_need_login_unless_made_public(client, greenhouse, settings):
 def test_unknown_or_malformed_sensor_is_404(admin_client, greenhouse):
     assert admin_client.get("/sensors/5c:cf:7f:00:00:99/").status_code == 404
     assert admin_client.get("/sensors/kitchen/").status_code == 404
+
+
+def test_location_page_compares_the_sensors_placed_there(admin_client, greenhouse):
+    bench = Location.objects.get(name="North bench")
+    page = admin_client.get(f"/locations/{bench.pk}/").content.decode()
+    assert page.count('class="chart"') == 2  # air_temperature and soil_moisture of the one sensor placed there
+    assert f"/api/locations/{bench.pk}/history" in page
+    assert f'href="/locations/{bench.pk}/"' in admin_client.get("/").content.decode()
+
+
+def test_location_api_has_one_series_per_sensor_placed_there_during_the_range(admin_client, greenhouse):
+    bench = Location.objects.get(name="North bench")
+    greenhouse["silent"].move_to(bench, greenhouse["minute"] - timedelta(minutes=59))  # earlier minutes stay out
+    data = admin_client.get(f"/api/locations/{bench.pk}/history", {"metric": "humidity", "range": "1h"}).json()
+    [series] = data["series"]  # only the moved sensor sends humidity
+    assert series["sensor"]["mac"] == "5c:cf:7f:00:00:02"
+    assert len(series["points"]) == 60  # its minutes since it was placed there, 59 minutes ago
+    assert admin_client.get(f"/api/locations/{bench.pk}/history").status_code == 400

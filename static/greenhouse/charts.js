@@ -5,6 +5,7 @@
   if (!root || !window.Chart) return;
   const zone = root.dataset.timeZone || "UTC";
   const charts = {};
+  const COLORS = ["#2f5d34", "#b5541c", "#1f5fa8", "#8a3ea0", "#a08a1f", "#1f8a8a"];
   let current = { range: "24h" };
 
   function withGaps(points, stepSeconds) {
@@ -26,15 +27,30 @@
     const response = await fetch(root.dataset.api + "?" + params, { credentials: "same-origin" });
     if (!response.ok) return;
     const data = await response.json();
-    const rows = withGaps(data.points, data.step_seconds);
     section.querySelector("h2").textContent = data.label + (data.unit ? " (" + data.unit + ")" : "");
-    section.querySelector(".coverage").textContent =
-      "coverage " + (100 * data.coverage).toFixed(1) + " % (" + data.samples + " of " + data.expected_samples + " samples)";
-    const datasets = [
-      { label: "max", data: rows.map((r) => ({ x: r.x, y: r.max })), borderWidth: 0, pointRadius: 0, fill: false, spanGaps: false },
-      { label: "min", data: rows.map((r) => ({ x: r.x, y: r.min })), borderWidth: 0, pointRadius: 0, fill: "-1", backgroundColor: "rgba(47,93,52,0.18)", spanGaps: false },
-      { label: "mean", data: rows.map((r) => ({ x: r.x, y: r.mean })), borderColor: "#2f5d34", borderWidth: 1.5, pointRadius: 0, spanGaps: false },
-    ];
+    let datasets;
+    let pointCount;
+    if (data.series) {
+      // A location: the mean of every sensor placed there, one line each.
+      datasets = data.series.map((s, i) => ({
+        label: s.sensor.name,
+        data: withGaps(s.points, data.step_seconds).map((r) => ({ x: r.x, y: r.mean })),
+        borderColor: COLORS[i % COLORS.length], borderWidth: 1.5, pointRadius: 0, spanGaps: false,
+      }));
+      pointCount = data.series.reduce((n, s) => n + s.points.length, 0);
+      section.querySelector(".coverage").textContent = data.series
+        .map((s) => s.sensor.name + ": coverage " + (100 * s.coverage).toFixed(1) + " %").join(" · ");
+    } else {
+      const rows = withGaps(data.points, data.step_seconds);
+      section.querySelector(".coverage").textContent =
+        "coverage " + (100 * data.coverage).toFixed(1) + " % (" + data.samples + " of " + data.expected_samples + " samples)";
+      datasets = [
+        { label: "max", data: rows.map((r) => ({ x: r.x, y: r.max })), borderWidth: 0, pointRadius: 0, fill: false, spanGaps: false },
+        { label: "min", data: rows.map((r) => ({ x: r.x, y: r.min })), borderWidth: 0, pointRadius: 0, fill: "-1", backgroundColor: "rgba(47,93,52,0.18)", spanGaps: false },
+        { label: "mean", data: rows.map((r) => ({ x: r.x, y: r.mean })), borderColor: "#2f5d34", borderWidth: 1.5, pointRadius: 0, spanGaps: false },
+      ];
+      pointCount = data.points.length;
+    }
     if (charts[metric]) charts[metric].destroy();
     charts[metric] = new Chart(section.querySelector("canvas"), {
       type: "line",
@@ -42,10 +58,10 @@
       options: {
         animation: false, parsing: true, normalized: true,
         scales: { x: { type: "time", adapters: { date: { zone } }, min: Date.parse(data.start), max: Date.parse(data.end) } },
-        plugins: { legend: { display: false } },
+        plugins: { legend: { display: Boolean(data.series) } },
       },
     });
-    section.dataset.points = String(data.points.length);
+    section.dataset.points = String(pointCount);
   }
 
   function drawAll() {
