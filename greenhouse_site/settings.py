@@ -153,7 +153,9 @@ COLLECTOR_MAX_METRICS_PER_SENSOR = _typed("int", "COLLECTOR_MAX_METRICS_PER_SENS
 SENSOR_OFFLINE_AFTER = _typed("int", "SENSOR_OFFLINE_AFTER", 180)
 # Read-only pages and the history API without login: only on a trusted LAN.
 PUBLIC_READ_ONLY = _typed("bool", "PUBLIC_READ_ONLY", False)
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "dashboard"
+LOGOUT_REDIRECT_URL = "login"
 
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
