@@ -73,9 +73,7 @@ class SensorAdmin(admin.ModelAdmin):
                 (
                     metric_info(r.metric).label,
                     f"{sensor.calibrate(r.metric, r.mean):.1f}",
-                    metric_info(r.metric).calibrated_unit
-                    if r.metric != "soil_moisture" or sensor.soil_is_calibrated
-                    else metric_info(r.metric).unit,
+                    sensor.display_unit(r.metric),
                 )
                 for r in sensor.latest_readings()
             ),

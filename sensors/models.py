@@ -14,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
+from .metrics import metric_info
 from .protocol import normalise_mac
 
 
@@ -102,6 +103,13 @@ class Sensor(models.Model):
         if metric == "humidity":
             return value + self.humidity_offset
         return value
+
+    def display_unit(self, metric: str, calibrated: bool = True) -> str:
+        """The unit a value is shown in: soil is % only once dry/wet are set."""
+        info = metric_info(metric)
+        if not calibrated or (metric == "soil_moisture" and not self.soil_is_calibrated):
+            return info.unit
+        return info.calibrated_unit
 
     @transaction.atomic
     def move_to(self, location: Location | None, when: datetime | None = None) -> None:

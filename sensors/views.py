@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -64,6 +65,25 @@ def _points(series: Series) -> list[dict]:
     ]
 
 
+@dataclass(frozen=True)
+class HistoryQuery:
+    """The parameters every history endpoint takes (docs/api.md)."""
+
+    metric: str
+    start: datetime
+    end: datetime
+    max_points: int
+    calibrated: bool
+
+    @classmethod
+    def from_params(cls, params) -> HistoryQuery:
+        metric = params.get("metric", "")
+        if not metric:
+            raise BadRequest("metric is required, e.g. metric=air_temperature")
+        start, end = requested_range(params)
+        return cls(metric, start, end, _max_points(params), params.get("calibrated", "1") != "0")
+
+
 @read_only_page
 def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
     """GET /api/sensors/<mac>/history?metric=...: documented in docs/api.md."""
@@ -71,24 +91,18 @@ def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
     if normalised is None:
         return JsonResponse({"error": f"{mac!r} is not a MAC address"}, status=400)
     sensor = get_object_or_404(Sensor, mac=normalised)
-    params = request.GET
-    metric = params.get("metric", "")
-    calibrated = params.get("calibrated", "1") != "0"
     try:
-        if not metric:
-            raise BadRequest("metric is required, e.g. metric=air_temperature")
-        start, end = requested_range(params)
-        series = sensor_series(sensor, metric, start, end, _max_points(params), calibrated)
+        query = HistoryQuery.from_params(request.GET)
     except BadRequest as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    info = metric_info(metric)
-    soil_raw = metric == "soil_moisture" and not sensor.soil_is_calibrated
+    metric, calibrated = query.metric, query.calibrated
+    series = sensor_series(sensor, metric, query.start, query.end, query.max_points, calibrated)
     return JsonResponse(
         {
             "sensor": {"mac": sensor.mac, "name": sensor.display_name},
             "metric": metric,
-            "label": info.label,
-            "unit": info.calibrated_unit if calibrated and not soil_raw else info.unit,
+            "label": metric_info(metric).label,
+            "unit": sensor.display_unit(metric, calibrated),
             "calibrated": calibrated,
             "start": format_time(series.start),
             "end": format_time(series.end),
@@ -105,16 +119,12 @@ def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
 def location_history_api(request: HttpRequest, pk: int) -> JsonResponse:
     """GET /api/locations/<id>/history?metric=...: one series per sensor placed there (docs/api.md)."""
     location = get_object_or_404(Location, pk=pk)
-    params = request.GET
-    metric = params.get("metric", "")
-    calibrated = params.get("calibrated", "1") != "0"
     try:
-        if not metric:
-            raise BadRequest("metric is required, e.g. metric=air_temperature")
-        start, end = requested_range(params)
-        by_sensor = location_series(location, metric, start, end, _max_points(params), calibrated)
+        query = HistoryQuery.from_params(request.GET)
     except BadRequest as exc:
         return JsonResponse({"error": str(exc)}, status=400)
+    metric, calibrated, start, end = query.metric, query.calibrated, query.start, query.end
+    by_sensor = location_series(location, metric, start, end, query.max_points, calibrated)
     info = metric_info(metric)
     step = max((series.step_seconds for series in by_sensor.values()), default=0)
     return JsonResponse(
@@ -159,11 +169,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
             {
                 "label": metric_info(r.metric).label,
                 "value": sensor.calibrate(r.metric, r.mean),
-                "unit": (
-                    metric_info(r.metric).unit
-                    if r.metric == "soil_moisture" and not sensor.soil_is_calibrated
-                    else metric_info(r.metric).calibrated_unit
-                ),
+                "unit": sensor.display_unit(r.metric),
             }
             for r in latest.get(sensor.id, [])
         ]
