@@ -147,6 +147,10 @@ COLLECTOR_STATS_INTERVAL = _typed("float", "COLLECTOR_STATS_INTERVAL", 60.0)
 COLLECTOR_IDLE_TIMEOUT = _typed("float", "COLLECTOR_IDLE_TIMEOUT", 600.0)
 COLLECTOR_MAX_CONNECTIONS = _typed("int", "COLLECTOR_MAX_CONNECTIONS", 12000)
 COLLECTOR_MAX_METRICS_PER_SENSOR = _typed("int", "COLLECTOR_MAX_METRICS_PER_SENSOR", 16)
+# Who may send: networks allowed to connect (CIDR list; empty means any) and what to do with
+# a MAC not in the database: "register" it (default) or "reject" its lines until it is added.
+COLLECTOR_ALLOWED_NETWORKS = _typed("list", "COLLECTOR_ALLOWED_NETWORKS", [])
+COLLECTOR_UNKNOWN_SENSORS = env.str("COLLECTOR_UNKNOWN_SENSORS", default="register").strip().lower()
 
 # --- Web UI --------------------------------------------------------------------
 # A sensor silent for longer than this is shown as offline.

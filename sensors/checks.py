@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 from django.conf import settings
 from django.core.checks import Error, register
 from django.db import connections
@@ -22,6 +24,20 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
     for name in ("COLLECTOR_MAX_CONNECTIONS", "COLLECTOR_MAX_METRICS_PER_SENSOR"):
         if getattr(settings, name) < 1:
             errors.append(Error(f"{name} must be at least 1.", id="sensors.E003"))
+    for cidr in settings.COLLECTOR_ALLOWED_NETWORKS:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            errors.append(
+                Error(f"COLLECTOR_ALLOWED_NETWORKS: {cidr!r} is not a network like 192.168.1.0/24.", id="sensors.E004")
+            )
+    if settings.COLLECTOR_UNKNOWN_SENSORS not in ("register", "reject"):
+        errors.append(
+            Error(
+                f"COLLECTOR_UNKNOWN_SENSORS={settings.COLLECTOR_UNKNOWN_SENSORS!r} must be register or reject.",
+                id="sensors.E005",
+            )
+        )
     return errors
 
 

@@ -10,13 +10,14 @@ writer thread, so a slow database never stalls reading from the sensors.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from .aggregator import Aggregator
-from .listener import LineListener
+from .listener import LineListener, Network
 from .protocol import Reason, Rejected, parse_line
 from .ratelimit import LogLimiter
 from .writer import Writer
@@ -35,6 +36,7 @@ class CollectorConfig:
     idle_timeout: float = 600.0
     max_connections: int = 12000
     max_metrics_per_sensor: int = 16
+    allowed_networks: Sequence[Network] = field(default_factory=tuple)  # empty: any
     drain_seconds: float = 1.0
     # Below supervisor's stopwaitsecs (20) and above the SQLite busy timeout (5).
     shutdown_write_seconds: float = 12.0
@@ -44,10 +46,65 @@ def _format_counts(counts: Counter[str]) -> str:
     return ", ".join(f"{reason}={count}" for reason, count in sorted(counts.items())) or "none"
 
 
+class KnownSensors:
+    """The MACs registered in the database, refreshed in a thread of its own.
+
+    Used when unknown sensors are rejected (COLLECTOR_UNKNOWN_SENSORS=reject): the
+    ingest thread only reads `macs`, a frozenset swapped whole, so it never waits
+    for the database. A sensor added in the admin is accepted within `interval` s.
+    """
+
+    def __init__(
+        self,
+        loader: Callable[[], Iterable[str]],
+        interval: float = 10.0,
+        on_exit: Callable[[], None] | None = None,
+    ) -> None:
+        self.loader = loader
+        self.interval = interval
+        self.on_exit = on_exit
+        self.macs: frozenset[str] = frozenset()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        try:
+            self.macs = frozenset(self.loader())
+        except Exception as exc:
+            logger.warning("cannot refresh the registered sensors (%s); keeping %d known", exc, len(self.macs))
+            return False
+        return True
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="known-sensors", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.refresh()
+                self._stop.wait(self.interval)
+        finally:
+            if self.on_exit is not None:
+                self.on_exit()
+
+
 class Collector:
-    def __init__(self, config: CollectorConfig, writer: Writer, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: CollectorConfig,
+        writer: Writer,
+        clock: Callable[[], float] = time.time,
+        known_sensors: KnownSensors | None = None,
+    ) -> None:
         self.config = config
         self.writer = writer
+        self.known_sensors = known_sensors  # None: unknown sensors are registered
         self.clock = clock
         self.aggregator = Aggregator(config.max_metrics_per_sensor)
         self.listener = LineListener(
@@ -57,6 +114,7 @@ class Collector:
             max_connections=config.max_connections,
             idle_timeout=config.idle_timeout,
             clock=clock,
+            allowed_networks=config.allowed_networks,
         )
         self.lines = 0
         self.samples = 0
@@ -76,6 +134,8 @@ class Collector:
         """Bind (raises listener.BindError) and start the writer; return the bound address."""
         address = self.listener.bind()
         self.writer.start()
+        if self.known_sensors is not None:
+            self.known_sensors.start()
         now = time.monotonic()
         self._next_flush = now + self.config.flush_interval
         self._next_stats = now + self.config.stats_interval
@@ -108,6 +168,8 @@ class Collector:
         self.listener.close_all()
         self.flush()
         lost = self.writer.finish(self.config.shutdown_write_seconds)
+        if self.known_sensors is not None:
+            self.known_sensors.stop()
         self.report_stats()
         return lost
 
@@ -135,6 +197,9 @@ class Collector:
             if isinstance(parsed, Rejected):
                 self._reject_line(peer, raw, parsed)
                 continue
+            if self.known_sensors is not None and parsed.mac not in self.known_sensors.macs:
+                self._reject_line(peer, raw, Rejected(Reason.UNKNOWN_SENSOR))
+                continue
             self.lines += 1
             refused = aggregator.add(parsed.mac, parsed.values, timestamp, peer)
             self.samples += len(parsed.values) - refused
@@ -161,7 +226,7 @@ class Collector:
         logger.info(
             "stats: %d connections open, %.1f lines/s, %.1f samples/s, rejected lines: %s; "
             "rejected fields: %s; rows written: %d; buckets pending: %d; "
-            "connections opened %d, closed idle %d, refused %d, accept errors %d",
+            "connections opened %d, closed idle %d, refused %d (network %d), accept errors %d",
             self.listener.connection_count,
             (current["lines"] - previous["lines"]) / elapsed,
             (current["samples"] - previous["samples"]) / elapsed,
@@ -172,6 +237,7 @@ class Collector:
             counters["connections_opened"] - previous["opened"],
             counters["idle_closed"] - previous["idle_closed"],
             counters["refused_max_connections"] - previous["refused"],
+            counters["refused_network"] - previous["refused_network"],
             counters["accept_errors"] - previous["accept_errors"],
         )
 
@@ -196,6 +262,7 @@ class Collector:
             "idle_closed": counters["idle_closed"],
             "refused": counters["refused_max_connections"],
             "accept_errors": counters["accept_errors"],
+            "refused_network": counters["refused_network"],
         }
 
     def _reject_line(self, peer: str, raw: bytes, rejected: Rejected) -> None:

@@ -12,12 +12,13 @@ stop, and tests can drive it directly.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import logging
 import selectors
 import socket
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .protocol import MAX_LINE_BYTES, LineFramer, Reason
 from .ratelimit import LogLimiter
@@ -30,6 +31,18 @@ ACCEPTS_PER_POLL = 512
 ACCEPT_PAUSE = 1.0
 
 LineHandler = Callable[[str, list[bytes], float], None]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def peer_allowed(host: str, networks: Sequence[Network]) -> bool:
+    """Is the peer address in one of `networks`? (IPv4 seen through an IPv6 socket counts as IPv4.)"""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in networks)
 
 
 class BindError(Exception):
@@ -66,6 +79,7 @@ class LineListener:
         max_line_bytes: int = MAX_LINE_BYTES,
         clock: Callable[[], float] = time.time,
         idle_clock: Callable[[], float] = time.monotonic,
+        allowed_networks: Sequence[Network] | None = None,
     ) -> None:
         self.host = host
         self.port = port
@@ -76,6 +90,7 @@ class LineListener:
         self.clock = clock  # wall clock: stamps samples
         self.idle_clock = idle_clock  # monotonic: an NTP step must not close every connection as idle
         self._accept_paused_until: float | None = None
+        self.allowed_networks = list(allowed_networks) if allowed_networks else None  # None: any
         self.counters: Counter[str] = Counter()
         self._log_limiter = LogLimiter()
         self._selector = selectors.DefaultSelector()
@@ -195,6 +210,12 @@ class LineListener:
                     self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
             accepted += 1
+            if self.allowed_networks is not None and not peer_allowed(address[0], self.allowed_networks):
+                self.counters["refused_network"] += 1
+                if self._log_limiter.allow("refused_network"):
+                    logger.warning("refusing connection from %s: not in COLLECTOR_ALLOWED_NETWORKS", address[0])
+                sock.close()
+                continue
             if len(self._connections) >= self.max_connections:
                 self.counters["refused_max_connections"] += 1
                 if self._log_limiter.allow("refused_max_connections"):

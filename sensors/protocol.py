@@ -43,6 +43,8 @@ class Reason:
     NOT_FINITE = "not_finite"
     OUT_OF_RANGE = "out_of_range"
     TOO_MANY_METRICS = "too_many_metrics"
+    # policy (counted by the collector)
+    UNKNOWN_SENSOR = "unknown_sensor"
     # framing (counted by the listener)
     LINE_TOO_LONG = "line_too_long"
     INCOMPLETE_LINE = "incomplete_line"

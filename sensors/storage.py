@@ -116,6 +116,15 @@ def merge_readings(sensor_ids: dict[str, int], buckets: Iterable[tuple[BucketKey
     return written
 
 
+def registered_macs() -> list[str]:
+    """MACs of the sensors in the database (for COLLECTOR_UNKNOWN_SENSORS=reject)."""
+    try:
+        return list(Sensor.objects.values_list("mac", flat=True))
+    except DatabaseError:
+        connection.close()
+        raise
+
+
 def close_connection() -> None:
     """Release this thread's database connection (the writer thread calls it on exit)."""
     connection.close()

@@ -310,3 +310,38 @@ def test_sigkill_loses_at_most_the_last_flush_interval_and_a_restart_never_doubl
         time.sleep(0.3)
     assert second.stop() == 0
     assert sum(Reading.objects.values_list("samples", flat=True)) == stored + 25
+
+
+def test_connections_from_outside_the_allowed_networks_are_refused(start_collector):
+    collector = start_collector(*FAST, env=manage_env(COLLECTOR_ALLOWED_NETWORKS="192.0.2.0/24,10.0.0.0/8"))
+    with connect(collector.port) as sock:
+        assert_closed_by_server(sock)
+    assert collector.stop() == 0
+    assert Sensor.objects.count() == 0
+    assert "refusing connection from 127.0.0.1: not in COLLECTOR_ALLOWED_NETWORKS" in collector.output
+    assert "(network 1)" in stats_line(collector.output)
+
+
+def test_allowed_networks_let_their_boards_in(start_collector):
+    collector = start_collector(*FAST, env=manage_env(COLLECTOR_ALLOWED_NETWORKS="10.0.0.0/8,127.0.0.0/8"))
+    with connect(collector.port) as sock:
+        sock.sendall(b"Soil: 600; from 5c:cf:7f:00:00:01\n")
+        time.sleep(0.3)
+    assert collector.stop() == 0
+    assert Sensor.objects.count() == 1
+
+
+def test_with_unknown_sensors_rejected_only_registered_boards_are_stored(start_collector):
+    wait_for_fresh_minute()
+    Sensor.objects.create(mac="5c:cf:7f:00:00:01", name="Known")
+    collector = start_collector(*FAST, env=manage_env(COLLECTOR_UNKNOWN_SENSORS="reject"))
+    expected = Expected()
+    with connect(collector.port) as sock:
+        sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 4, seed=1, expected=expected)))
+        sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:02", 3, seed=2, expected=Expected())))
+    minute = this_minute()
+    time.sleep(0.3)
+    assert collector.stop() == 0
+    assert exported() == expected.rows(minute)
+    assert list(Sensor.objects.values_list("mac", flat=True)) == ["5c:cf:7f:00:00:01"]
+    assert "unknown_sensor=3" in stats_line(collector.output)

@@ -92,3 +92,20 @@ def test_data_already_received_is_written_on_stop(running):
     running.stop()
     assert running.lost == 0
     assert Reading.objects.get().samples == 50
+
+
+def test_known_sensors_keep_the_last_good_list_when_the_database_fails():
+    from sensors.collector import KnownSensors
+
+    answers = [["5c:cf:7f:00:00:01"], RuntimeError("database is locked")]
+
+    def loader():
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    known = KnownSensors(loader)
+    assert known.refresh() is True
+    assert known.refresh() is False
+    assert known.macs == frozenset({"5c:cf:7f:00:00:01"})

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 
 import pytest
 
-from sensors.listener import BindError, LineListener
+from sensors.listener import BindError, LineListener, peer_allowed
 
 
 class Clock:
@@ -101,3 +102,18 @@ def test_binding_a_used_port_raises_a_readable_error(listener):
 def test_unresolvable_host_raises_a_readable_error():
     with pytest.raises(BindError, match="cannot resolve listen address"):
         LineListener("no-such-host.invalid", 0, lambda *a: None).bind()
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [
+        ("192.168.1.7", True),
+        ("::ffff:192.168.1.7", True),
+        ("192.168.2.7", False),
+        ("fe80::1%eth0", False),
+        ("2001:db8::5", True),
+    ],
+)
+def test_peer_allowed_matches_ipv4_ipv6_and_mapped_addresses(host, allowed):
+    networks = [ipaddress.ip_network("192.168.1.0/24"), ipaddress.ip_network("2001:db8::/32")]
+    assert peer_allowed(host, networks) is allowed

@@ -46,3 +46,16 @@ def test_unknown_log_level_is_refused():
     result = manage("check", LOG_LEVEL="LOUD")
     assert result.returncode != 0
     assert "LOG_LEVEL='LOUD' is not one of" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("COLLECTOR_ALLOWED_NETWORKS", "192.168.1.0/24,greenhouse", "'greenhouse' is not a network"),
+        ("COLLECTOR_UNKNOWN_SENSORS", "ignore", "must be register or reject"),
+    ],
+)
+def test_bad_sender_policy_is_a_system_check_error(variable, value, message):
+    result = manage("check", **{variable: value})
+    assert result.returncode == 1
+    assert message in result.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import signal
 
@@ -11,7 +12,7 @@ from django.db import DatabaseError, connection
 from django.db.migrations.executor import MigrationExecutor
 
 from sensors import storage
-from sensors.collector import Collector, CollectorConfig
+from sensors.collector import Collector, CollectorConfig, KnownSensors
 from sensors.listener import BindError
 from sensors.system import raise_file_limit
 from sensors.writer import Writer
@@ -76,9 +77,14 @@ class Command(BaseCommand):
             idle_timeout=options["idle_timeout"],
             max_connections=options["max_connections"],
             max_metrics_per_sensor=settings.COLLECTOR_MAX_METRICS_PER_SENSOR,
+            allowed_networks=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.COLLECTOR_ALLOWED_NETWORKS],
         )
         writer = Writer(storage.write_batch, on_exit=storage.close_connection)
-        collector = Collector(config, writer)
+        known = None
+        if settings.COLLECTOR_UNKNOWN_SENSORS == "reject":
+            known = KnownSensors(storage.registered_macs, on_exit=storage.close_connection)
+            known.refresh()  # before the first line arrives
+        collector = Collector(config, writer, known_sensors=known)
         try:
             host, port = collector.start()
         except BindError as exc:
@@ -92,11 +98,13 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         logger.info(
-            "collector listening on %s:%d (flush every %gs, database %s)",
+            "collector listening on %s:%d (flush every %gs, database %s, unknown sensors: %s, networks: %s)",
             host,
             port,
             config.flush_interval,
             connection.vendor,
+            settings.COLLECTOR_UNKNOWN_SENSORS,
+            ", ".join(settings.COLLECTOR_ALLOWED_NETWORKS) or "any",
         )
         try:
             collector.run()
