@@ -1,0 +1,55 @@
+"""A locked database delays writes but loses nothing: the collector keeps reading and retries."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+
+import psycopg
+import pytest
+from django.db import connection
+
+from tests.conftest import database_url, wait_for_fresh_minute
+from tests.test_collect_command import FAST, Expected, connect, exported, firmware_lines, this_minute
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@contextlib.contextmanager
+def database_locked():
+    """Another process holds the write lock (SQLite: on the whole file; PostgreSQL: on the readings table)."""
+    if connection.vendor == "sqlite":
+        holder = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+        holder.execute("BEGIN EXCLUSIVE")
+    else:
+        holder = psycopg.connect(database_url().replace("postgres://", "postgresql://", 1))
+        holder.execute("LOCK TABLE sensors_reading IN ACCESS EXCLUSIVE MODE")
+    try:
+        yield
+    finally:
+        holder.rollback()
+        holder.close()
+
+
+def test_samples_received_while_the_database_is_locked_are_written_once_it_is_free(start_collector):
+    wait_for_fresh_minute(needed_seconds=35)
+    collector = start_collector(*FAST)
+    expected = Expected()
+    with connect(collector.port) as first:
+        with database_locked():
+            for round_ in range(8):  # ~8 s of reports while nothing can be written
+                first.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=round_, expected=expected)))
+                time.sleep(1)
+            # Ingest is not blocked by the writer: a new board still gets in and is read.
+            with connect(collector.port) as second:
+                second.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:02", 4, seed=50, expected=expected)))
+                time.sleep(0.3)
+        first.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=99, expected=expected)))
+        time.sleep(2)
+    minute = this_minute()
+    assert exported() == expected.rows(minute)  # written while still running: the retry did it
+    assert collector.stop() == 0
+    if connection.vendor == "sqlite":  # SQLite gives up after its busy timeout; PostgreSQL just waits
+        assert "keeping them and retrying" in collector.output
+        assert "database writes recovered" in collector.output
