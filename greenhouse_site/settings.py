@@ -147,6 +147,9 @@ COLLECTOR_STATS_INTERVAL = _typed("float", "COLLECTOR_STATS_INTERVAL", 60.0)
 COLLECTOR_IDLE_TIMEOUT = _typed("float", "COLLECTOR_IDLE_TIMEOUT", 600.0)
 COLLECTOR_MAX_CONNECTIONS = _typed("int", "COLLECTOR_MAX_CONNECTIONS", 12000)
 COLLECTOR_MAX_METRICS_PER_SENSOR = _typed("int", "COLLECTOR_MAX_METRICS_PER_SENSOR", 16)
+# While the database cannot be written, pending minute buckets are kept in memory up to
+# this many (~250 bytes each: 500,000 is ~125 MB); beyond it new samples are dropped and counted.
+COLLECTOR_MAX_PENDING_BUCKETS = _typed("int", "COLLECTOR_MAX_PENDING_BUCKETS", 500_000)
 # Who may send: networks allowed to connect (CIDR list; empty means any) and what to do with
 # a MAC not in the database: "register" it (default) or "reject" its lines until it is added.
 COLLECTOR_ALLOWED_NETWORKS = _typed("list", "COLLECTOR_ALLOWED_NETWORKS", [])

@@ -96,20 +96,28 @@ class Batch:
         elif timestamp < seen.first_seen:  # the system clock was set back
             seen.first_seen = timestamp
 
-    def merge(self, other: Batch) -> None:
-        """Add `other` into this batch; `other` must not be used afterwards."""
+    def merge(self, other: Batch, max_buckets: int | None = None) -> int:
+        """Add `other` into this batch; `other` must not be used afterwards.
+
+        With `max_buckets`, buckets that would grow the batch beyond it are dropped;
+        returns the number of samples dropped (0 when everything fitted).
+        """
+        dropped = 0
         for key, bucket in other.buckets.items():
             mine = self.buckets.get(key)
-            if mine is None:
-                self.buckets[key] = bucket
-            else:
+            if mine is not None:
                 mine.merge(bucket)
+            elif max_buckets is not None and len(self.buckets) >= max_buckets:
+                dropped += bucket.count
+            else:
+                self.buckets[key] = bucket
         for mac, seen in other.sensors.items():
             mine_seen = self.sensors.get(mac)
             if mine_seen is None:
                 self.sensors[mac] = seen
             else:
                 mine_seen.merge(seen)
+        return dropped
 
 
 class Aggregator:

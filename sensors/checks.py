@@ -21,7 +21,7 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
     for name in ("COLLECTOR_FLUSH_INTERVAL", "COLLECTOR_STATS_INTERVAL", "COLLECTOR_IDLE_TIMEOUT"):
         if getattr(settings, name) <= 0:
             errors.append(Error(f"{name} must be a positive number of seconds.", id="sensors.E002"))
-    for name in ("COLLECTOR_MAX_CONNECTIONS", "COLLECTOR_MAX_METRICS_PER_SENSOR"):
+    for name in ("COLLECTOR_MAX_CONNECTIONS", "COLLECTOR_MAX_METRICS_PER_SENSOR", "COLLECTOR_MAX_PENDING_BUCKETS"):
         if getattr(settings, name) < 1:
             errors.append(Error(f"{name} must be at least 1.", id="sensors.E003"))
     for cidr in settings.COLLECTOR_ALLOWED_NETWORKS:

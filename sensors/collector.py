@@ -225,7 +225,7 @@ class Collector:
         counters = self.listener.counters
         logger.info(
             "stats: %d connections open, %.1f lines/s, %.1f samples/s, rejected lines: %s; "
-            "rejected fields: %s; rows written: %d; buckets pending: %d; "
+            "rejected fields: %s; rows written: %d; buckets pending: %d; dropped over the pending bound: %d; "
             "connections opened %d, closed idle %d, refused %d (network %d), accept errors %d",
             self.listener.connection_count,
             (current["lines"] - previous["lines"]) / elapsed,
@@ -234,6 +234,7 @@ class Collector:
             _format_counts(current["rejected_fields"] - previous["rejected_fields"]),
             current["rows"] - previous["rows"],
             self.aggregator.pending_buckets + self.writer.pending_buckets,
+            self.writer.dropped_samples - previous["dropped"],
             counters["connections_opened"] - previous["opened"],
             counters["idle_closed"] - previous["idle_closed"],
             counters["refused_max_connections"] - previous["refused"],
@@ -263,6 +264,7 @@ class Collector:
             "refused": counters["refused_max_connections"],
             "accept_errors": counters["accept_errors"],
             "refused_network": counters["refused_network"],
+            "dropped": self.writer.dropped_samples,
         }
 
     def _reject_line(self, peer: str, raw: bytes, rejected: Rejected) -> None:

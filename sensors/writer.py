@@ -28,6 +28,7 @@ class Writer:
         on_exit: Callable[[], None] | None = None,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        max_pending_buckets: int | None = None,
     ) -> None:
         self.store = store
         self.on_exit = on_exit
@@ -36,6 +37,8 @@ class Writer:
         self.rows_written = 0
         self.batches_written = 0
         self.failed_attempts = 0
+        self.max_pending_buckets = max_pending_buckets
+        self.dropped_samples = 0  # over the pending bound during a long outage
         self._queue: queue.SimpleQueue[Batch] = queue.SimpleQueue()
         self._pending: Batch | None = None
         self._finishing = threading.Event()
@@ -108,7 +111,14 @@ class Writer:
             if self._pending is None:
                 self._pending = batch
             else:
-                self._pending.merge(batch)
+                dropped = self._pending.merge(batch, self.max_pending_buckets)
+                if dropped:
+                    self.dropped_samples += dropped
+                    logger.error(
+                        "database still failing and %d buckets pending (the bound): dropped %d new samples",
+                        len(self._pending.buckets),
+                        dropped,
+                    )
             try:
                 batch = self._queue.get_nowait()
             except queue.Empty:

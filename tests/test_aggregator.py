@@ -311,3 +311,14 @@ def test_metric_sets_are_forgotten_beyond_the_tracked_sensor_bound(monkeypatch) 
     for index in range(10):
         assert aggregator.add(f"5c:cf:7f:00:00:{index:02x}", (("humidity", 50.0),), 0.0, "peer") == 0
     assert len(aggregator._metrics) <= 3
+
+
+def test_merge_with_a_bound_still_adds_to_existing_buckets_and_reports_dropped_samples() -> None:
+    pending, incoming = Batch(), Batch()
+    pending.add(MAC, "humidity", 0, 1.0)
+    incoming.add(MAC, "humidity", 0, 2.0)
+    incoming.add(MAC, "humidity", 60, 3.0)
+    incoming.add(MAC, "humidity", 60, 4.0)
+    assert pending.merge(incoming, max_buckets=1) == 2
+    assert pending.buckets[(MAC, "humidity", 0)].count == 2
+    assert (MAC, "humidity", 60) not in pending.buckets

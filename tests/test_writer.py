@@ -70,3 +70,17 @@ def test_empty_batches_are_not_written():
     writer.submit(Batch())
     assert writer.write_pending() is True
     assert store.stored == []
+
+
+def test_pending_data_is_bounded_during_an_outage_and_drops_are_counted(caplog):
+    writer = Writer(FlakyStore(failures=10**6), max_pending_buckets=2)
+    for minute in range(4):
+        batch = Batch()
+        batch.add("5c:cf:7f:0a:1b:2c", "humidity", 1_764_000_000 + 60 * minute, 50.0)
+        batch.add("5c:cf:7f:0a:1b:2c", "humidity", 1_764_000_000 + 60 * minute, 51.0)
+        batch.seen("5c:cf:7f:0a:1b:2c", 1_764_000_000.0 + 60 * minute, "127.0.0.1")
+        writer.submit(batch)
+        writer.write_pending()
+    assert writer.pending_buckets == 2
+    assert writer.dropped_samples == 4  # minutes 3 and 4, two samples each
+    assert "dropped 2 new samples" in caplog.text

@@ -79,7 +79,11 @@ class Command(BaseCommand):
             max_metrics_per_sensor=settings.COLLECTOR_MAX_METRICS_PER_SENSOR,
             allowed_networks=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.COLLECTOR_ALLOWED_NETWORKS],
         )
-        writer = Writer(storage.write_batch, on_exit=storage.close_connection)
+        writer = Writer(
+            storage.write_batch,
+            on_exit=storage.close_connection,
+            max_pending_buckets=settings.COLLECTOR_MAX_PENDING_BUCKETS,
+        )
         known = None
         if settings.COLLECTOR_UNKNOWN_SENSORS == "reject":
             known = KnownSensors(storage.registered_macs, on_exit=storage.close_connection)
