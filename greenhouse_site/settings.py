@@ -44,6 +44,17 @@ DEBUG = _typed("bool", "DEBUG", False)
 SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-greenhouse-development-key-change-me")
 ALLOWED_HOSTS = _typed("list", "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
+# HTTPS=true when the web UI is served over TLS (e.g. behind Caddy or nginx terminating it):
+# secure cookies, HSTS and a redirect from http. On a plain-HTTP greenhouse LAN leave it off.
+HTTPS = _typed("bool", "HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+SECURE_HSTS_SECONDS = _typed("int", "SECURE_HSTS_SECONDS", 31_536_000 if HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = HTTPS
+# HSTS preload is a commitment for public internet domains, not for a greenhouse server.
+SILENCED_SYSTEM_CHECKS = ["security.W021"]
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if HTTPS else None
+CSRF_TRUSTED_ORIGINS = _typed("list", "CSRF_TRUSTED_ORIGINS", [])
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",

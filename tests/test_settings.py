@@ -59,3 +59,24 @@ def test_bad_sender_policy_is_a_system_check_error(variable, value, message):
     result = manage("check", **{variable: value})
     assert result.returncode == 1
     assert message in result.stderr
+
+
+def test_check_deploy_passes_with_the_documented_production_environment():
+    result = manage(
+        "check",
+        "--deploy",
+        "--fail-level",
+        "WARNING",
+        SECRET_KEY="k" * 20 + "a-long-random-production-secret-0123456789",
+        DEBUG="false",
+        HTTPS="true",
+        ALLOWED_HOSTS="greenhouse.example",
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_check_deploy_flags_the_development_defaults():
+    result = manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="true")
+    assert result.returncode == 1
+    assert "security.W009" in result.stderr  # the development SECRET_KEY
+    assert "security.W018" in result.stderr  # DEBUG
