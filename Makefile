@@ -35,7 +35,7 @@ lint: setup
 test: lint test-sqlite test-postgres
 
 test-sqlite: setup
-	env -u DATABASE_URL $(VENV)/bin/pytest
+	env -u DATABASE_URL $(VENV)/bin/pytest -m "not postgres"
 
 test-postgres: setup
 	DATABASE_URL=$(TEST_POSTGRES_URL) $(VENV)/bin/pytest

@@ -69,7 +69,7 @@ def database_url() -> str:
 
 def manage_env(**extra: str) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith("PYTEST")}
-    env.update(DATABASE_URL=database_url(), DJANGO_SETTINGS_MODULE="greenhouse_site.settings", **extra)
+    env.update({"DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "greenhouse_site.settings", **extra})
     return env
 
 

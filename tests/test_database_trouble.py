@@ -53,3 +53,33 @@ def test_samples_received_while_the_database_is_locked_are_written_once_it_is_fr
     if connection.vendor == "sqlite":  # SQLite gives up after its busy timeout; PostgreSQL just waits
         assert "keeping them and retrying" in collector.output
         assert "database writes recovered" in collector.output
+
+
+@pytest.mark.postgres
+def test_postgresql_going_away_and_coming_back_loses_nothing(start_collector):
+    from tests.conftest import manage_env
+    from tests.tcp_proxy import TcpProxy
+
+    settings_dict = connection.settings_dict
+    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))).start()
+    try:
+        url = database_url().replace(f":{settings_dict['PORT'] or 5432}/", f":{proxy.port}/")
+        wait_for_fresh_minute(needed_seconds=40)
+        collector = start_collector(*FAST, env=manage_env(DATABASE_URL=url))
+        expected = Expected()
+        with connect(collector.port) as sock:
+            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=1, expected=expected)))
+            time.sleep(1)
+            proxy.cut()  # PostgreSQL "stops"
+            for round_ in range(6):
+                sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=10 + round_, expected=expected)))
+                time.sleep(1)
+            proxy.restore()  # ... and is back
+            time.sleep(4)  # the backoff reaches at most 4 s by now
+        minute = this_minute()
+        assert exported() == expected.rows(minute)
+        assert collector.stop() == 0
+        assert "keeping them and retrying" in collector.output
+        assert "database writes recovered" in collector.output
+    finally:
+        proxy.close()
