@@ -102,12 +102,17 @@ try:
 except (ValueError, KeyError, environ.ImproperlyConfigured) as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a usable database URL: {exc}") from exc
 
+SQLITE_SYNCHRONOUS = env.str("SQLITE_SYNCHRONOUS", default="NORMAL").upper()
+if SQLITE_SYNCHRONOUS not in ("NORMAL", "FULL"):
+    raise ImproperlyConfigured(f"SQLITE_SYNCHRONOUS={SQLITE_SYNCHRONOUS!r} must be NORMAL or FULL.")
+
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
-            # WAL lets the web UI read while the collector writes; NORMAL is
-            # durable across application crashes in WAL mode.
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL",
+            # WAL lets the web UI read while the collector writes. synchronous=NORMAL is
+            # durable across application crashes; after a power cut the last commits may be
+            # rolled back. SQLITE_SYNCHRONOUS=FULL trades write speed for that (docs/reliability.md).
+            "init_command": f"PRAGMA journal_mode=WAL; PRAGMA synchronous={SQLITE_SYNCHRONOUS}",
             # Take the write lock at BEGIN so two writers queue on the busy
             # timeout instead of failing with "database is locked" mid-transaction.
             "transaction_mode": "IMMEDIATE",

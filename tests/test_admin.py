@@ -74,3 +74,13 @@ def test_readings_cannot_be_edited_in_the_admin(admin_client, sensor):
 
 def test_the_admin_needs_a_staff_account(client):
     assert client.get("/admin/sensors/sensor/").status_code == 302
+
+
+def test_a_logged_in_grower_without_staff_status_cannot_reach_the_admin(client, sensor):
+    from django.contrib.auth import get_user_model
+
+    get_user_model().objects.create_user("grower", password="greenhouse")
+    client.login(username="grower", password="greenhouse")
+    assert client.get("/").status_code == 200
+    response = client.get("/admin/sensors/sensor/")
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
