@@ -28,8 +28,7 @@ def export_rows(readings: Iterable[Reading], calibrated: bool = False) -> Iterat
         sensor = reading.sensor
         mean, low, high = reading.mean, reading.value_min, reading.value_max
         if calibrated:
-            mean, low, high = (sensor.calibrate(reading.metric, value) for value in (mean, low, high))
-            low, high = min(low, high), max(low, high)
+            mean, low, high = sensor.calibrate_band(reading.metric, mean, low, high)
         yield {
             "sensor": sensor.mac,
             "sensor_name": sensor.name,

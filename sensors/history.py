@@ -112,8 +112,7 @@ def _series(
     for row in rows:
         mean, low, high = row["total"] / row["samples"], row["low"], row["high"]
         if calibrated and sensor is not None:
-            mean, low, high = (sensor.calibrate(metric, value) for value in (mean, low, high))
-            low, high = min(low, high), max(low, high)  # a soil mapping runs downwards
+            mean, low, high = sensor.calibrate_band(metric, mean, low, high)
         points.append(Point(datetime.fromtimestamp(row["step"], tz=UTC), row["samples"], mean, low, high))
         total_samples += row["samples"]
     return Series(metric, start, end, step, points, total_samples)

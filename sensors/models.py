@@ -104,6 +104,11 @@ class Sensor(models.Model):
             return value + self.humidity_offset
         return value
 
+    def calibrate_band(self, metric: str, mean: float, low: float, high: float) -> tuple[float, float, float]:
+        """Calibrated mean, min and max; a soil mapping runs downwards, so min and max are re-ordered."""
+        mean, low, high = (self.calibrate(metric, value) for value in (mean, low, high))
+        return mean, min(low, high), max(low, high)
+
     def display_unit(self, metric: str, calibrated: bool = True) -> str:
         """The unit a value is shown in: soil is % only once dry/wet are set."""
         info = metric_info(metric)
