@@ -7,7 +7,6 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html_join
 
-from .metrics import metric_info
 from .models import Location, Placement, Reading, Sensor
 
 
@@ -70,12 +69,8 @@ class SensorAdmin(admin.ModelAdmin):
             ", ",
             "{} {} {}",
             (
-                (
-                    metric_info(r.metric).label,
-                    f"{sensor.calibrate(r.metric, r.mean):.1f}",
-                    sensor.display_unit(r.metric),
-                )
-                for r in sensor.latest_readings()
+                (shown["label"], f"{shown['value']:.1f}", shown["unit"])
+                for shown in map(sensor.shown_value, sensor.latest_readings())
             ),
         )
 

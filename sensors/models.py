@@ -116,6 +116,14 @@ class Sensor(models.Model):
             return info.unit
         return info.calibrated_unit
 
+    def shown_value(self, reading: Reading) -> dict[str, object]:
+        """A reading's mean as the dashboard and the admin show it: label, calibrated value, unit."""
+        return {
+            "label": metric_info(reading.metric).label,
+            "value": self.calibrate(reading.metric, reading.mean),
+            "unit": self.display_unit(reading.metric),
+        }
+
     @transaction.atomic
     def move_to(self, location: Location | None, when: datetime | None = None) -> None:
         """Place the sensor somewhere new from `when` on; its past stays where it was."""

@@ -165,14 +165,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
         latest.setdefault(reading.sensor_id, []).append(reading)
     groups: dict[str, list] = {}
     for sensor in sensors:
-        values = [
-            {
-                "label": metric_info(r.metric).label,
-                "value": sensor.calibrate(r.metric, r.mean),
-                "unit": sensor.display_unit(r.metric),
-            }
-            for r in latest.get(sensor.id, [])
-        ]
+        values = [sensor.shown_value(reading) for reading in latest.get(sensor.id, [])]
         groups.setdefault(sensor.location, []).append(
             {"sensor": sensor, "online": sensor.is_online(), "values": values}
         )
