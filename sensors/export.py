@@ -17,6 +17,12 @@ from .models import Reading
 COLUMNS = ["sensor", "sensor_name", "location", "metric", "start", "samples", "mean", "min", "max"]
 
 
+def parse_time(text: str) -> datetime:
+    """ISO 8601; a time without an offset is taken as UTC (stored times are UTC). Raises ValueError."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def format_time(moment: datetime) -> str:
     """ISO 8601 in UTC with a Z, like 2026-11-24T10:15:00Z."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

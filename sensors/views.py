@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
 from .access import read_only_page
-from .export import export_rows, format_time, ordered_for_export, write_csv
+from .export import export_rows, format_time, ordered_for_export, parse_time, write_csv
 from .history import DEFAULT_MAX_POINTS, MAX_POINTS_LIMIT, Series, default_range, location_series, sensor_series
 from .metrics import metric_info
 from .models import Location, Reading, Sensor
@@ -25,10 +25,9 @@ class BadRequest(ValueError):
 
 def _moment(text: str, name: str) -> datetime:
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_time(text)
     except ValueError as exc:
         raise BadRequest(f"{name}={text!r} is not an ISO 8601 time") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def requested_range(params) -> tuple[datetime, datetime]:

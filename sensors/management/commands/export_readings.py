@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sensors.export import export_rows, ordered_for_export, write_csv, write_json
+from sensors.export import export_rows, ordered_for_export, parse_time, write_csv, write_json
 from sensors.models import Reading, Sensor
 
 
 def parse_moment(text: str) -> datetime:
     """ISO 8601; a time without an offset is taken as UTC (stored times are UTC)."""
     try:
-        moment = datetime.fromisoformat(text)
+        return parse_time(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 time like 2026-11-24T10:15:00Z") from exc
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class Command(BaseCommand):
