@@ -222,7 +222,7 @@ class Collector:
         current = self._stats_snapshot()
         previous = self._last_stats
         self._stats_time, self._last_stats = now, current
-        counters = self.listener.counters
+        listener = current["listener"] - previous["listener"]  # connection events in this interval
         logger.info(
             "stats: %d connections open, %.1f lines/s, %.1f samples/s, rejected lines: %s; "
             "rejected fields: %s; rows written: %d; buckets pending: %d; dropped over the pending bound: %d; "
@@ -234,12 +234,12 @@ class Collector:
             _format_counts(current["rejected_fields"] - previous["rejected_fields"]),
             current["rows"] - previous["rows"],
             self.aggregator.pending_buckets + self.writer.pending_buckets,
-            self.writer.dropped_samples - previous["dropped"],
-            counters["connections_opened"] - previous["opened"],
-            counters["idle_closed"] - previous["idle_closed"],
-            counters["refused_max_connections"] - previous["refused"],
-            counters["refused_network"] - previous["refused_network"],
-            counters["accept_errors"] - previous["accept_errors"],
+            current["dropped"] - previous["dropped"],
+            listener["connections_opened"],
+            listener["idle_closed"],
+            listener["refused_max_connections"],
+            listener["refused_network"],
+            listener["accept_errors"],
         )
 
     def rejected_line_totals(self) -> Counter[str]:
@@ -252,19 +252,15 @@ class Collector:
 
     # --- internals ---------------------------------------------------------------
     def _stats_snapshot(self) -> dict:
-        counters = self.listener.counters
+        """Totals since start; the stats line reports the difference between two snapshots."""
         return {
             "lines": self.lines,
             "samples": self.samples,
             "rows": self.writer.rows_written,
+            "dropped": self.writer.dropped_samples,
             "rejected_lines": self.rejected_line_totals(),
             "rejected_fields": Counter(self.rejected_fields),
-            "opened": counters["connections_opened"],
-            "idle_closed": counters["idle_closed"],
-            "refused": counters["refused_max_connections"],
-            "accept_errors": counters["accept_errors"],
-            "refused_network": counters["refused_network"],
-            "dropped": self.writer.dropped_samples,
+            "listener": Counter(self.listener.counters),
         }
 
     def _reject_line(self, peer: str, raw: bytes, rejected: Rejected) -> None:
