@@ -171,6 +171,11 @@ COLLECTOR_MAX_PENDING_BUCKETS = _typed("int", "COLLECTOR_MAX_PENDING_BUCKETS", 5
 COLLECTOR_ALLOWED_NETWORKS = _typed("list", "COLLECTOR_ALLOWED_NETWORKS", [])
 COLLECTOR_UNKNOWN_SENSORS = env.str("COLLECTOR_UNKNOWN_SENSORS", default="register").strip().lower()
 
+# --- Retention ------------------------------------------------------------------
+# Minute rows older than this many days are deleted (0 keeps them forever); the
+# hourly and daily rollups that hold the same samples are kept forever.
+MINUTE_RETENTION_DAYS = _typed("int", "MINUTE_RETENTION_DAYS", 30)
+
 # --- Web UI --------------------------------------------------------------------
 # A sensor silent for longer than this is shown as offline.
 SENSOR_OFFLINE_AFTER = _typed("int", "SENSOR_OFFLINE_AFTER", 180)

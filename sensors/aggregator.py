@@ -8,6 +8,7 @@ makes "any split of the stream gives the same totals" true.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 BucketKey = tuple[str, str, int]  # (mac, metric, minute start as epoch seconds)
@@ -118,6 +119,24 @@ class Batch:
             else:
                 mine_seen.merge(seen)
         return dropped
+
+
+def coarsen(buckets: Iterable[tuple[BucketKey, Bucket]], seconds: int) -> dict[BucketKey, Bucket]:
+    """The same samples re-keyed to `seconds`-long intervals (hours, days), merged; inputs untouched.
+
+    This is how rollups stay exact: an hour is the merge of its minutes, so the
+    rollup of a batch can be added to a stored hour just like a minute is.
+    """
+    coarse: dict[BucketKey, Bucket] = {}
+    for (mac, metric, start), bucket in buckets:
+        key = (mac, metric, start - start % seconds)
+        mine = coarse.get(key)
+        if mine is None:
+            mine = coarse[key] = Bucket(bucket.low)
+            mine.count, mine.total, mine.high = bucket.count, bucket.total, bucket.high
+        else:
+            mine.merge(bucket)
+    return coarse
 
 
 class Aggregator:

@@ -38,6 +38,13 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
                 id="sensors.E005",
             )
         )
+    if settings.MINUTE_RETENTION_DAYS < 0:
+        errors.append(
+            Error(
+                f"MINUTE_RETENTION_DAYS={settings.MINUTE_RETENTION_DAYS} must be 0 (keep forever) or a number of days.",
+                id="sensors.E006",
+            )
+        )
     return errors
 
 

@@ -1,23 +1,27 @@
 """History queries for the charts and the API: one place, aggregated in the database.
 
 `sensor_series` answers (sensor, metric, start, end, max points) with at most
-`max_points` points. Minute rows are grouped into equal steps by the database
-(GROUP BY the step an epoch second falls in), so a year of minutes costs one
-indexed range scan and returns at most `max_points` rows. When coarser stored
-resolutions (hourly/daily rollups) exist, `_source_rows` is where the choice of
-table goes; callers do not change.
+`max_points` points. Stored rows are grouped into equal steps by the database
+(GROUP BY the step an epoch second falls in), so a range costs one indexed scan
+and returns at most `max_points` rows. `source_for` picks the table: the
+coarsest stored resolution (minute, hour, day) whose intervals fit whole into a
+step reads the fewest rows for the same exact answer; minutes are only used for
+ranges the retention period still covers. Callers never choose.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from django.conf import settings
 from django.db.models import FloatField, IntegerField, Max, Min, Sum
 from django.db.models.expressions import Func
 
-from .models import Location, Reading, ReadingQuerySet, Sensor
+from .models import RESOLUTIONS, HourlyReading, Location, Reading, ReadingFields, ReadingQuerySet, Sensor
+from .retention import minutes_kept_since
 
 SAMPLE_PERIOD_SECONDS = 2  # the firmware sends one line every 2 s
 DEFAULT_MAX_POINTS = 1000
@@ -60,6 +64,7 @@ class Series:
     step_seconds: int
     points: list[Point]  # only steps with data; a missing step is a gap
     samples: int
+    resolution: str = "minute"  # the stored rows the points were computed from
 
     @property
     def expected_samples(self) -> int:
@@ -80,8 +85,25 @@ def step_for(start: datetime, end: datetime, max_points: int) -> int:
     return math.ceil(minutes / max_points) * 60
 
 
+def finest_stored(start: datetime, now: datetime | None = None) -> type[ReadingFields]:
+    """Minutes while the retention period still holds them from `start` on; hours (kept forever) before."""
+    kept_since = minutes_kept_since(settings.MINUTE_RETENTION_DAYS, now)
+    return Reading if kept_since is None or start >= kept_since else HourlyReading
+
+
+def source_for(
+    start: datetime, end: datetime, max_points: int, now: datetime | None = None
+) -> tuple[type[ReadingFields], int]:
+    """The table to read and the step in seconds for a chart of [start, end) with at most `max_points` points."""
+    finest = finest_stored(start, now)
+    step = max(step_for(start, end, max_points), finest.SECONDS)
+    step = math.ceil(step / finest.SECONDS) * finest.SECONDS
+    fitting = [model for model in RESOLUTIONS.values() if model.SECONDS >= finest.SECONDS and step % model.SECONDS == 0]
+    return fitting[-1], step
+
+
 def _source_rows(readings: ReadingQuerySet, step: int) -> ReadingQuerySet:
-    """Per-step aggregates of the minute rows (later: of hourly/daily rollups when coarser)."""
+    """Per-step aggregates of stored rows (minutes or rollups: the same fields)."""
     return (
         readings.annotate(step=EpochStep("start", step))
         .values("step")
@@ -96,7 +118,7 @@ def _source_rows(readings: ReadingQuerySet, step: int) -> ReadingQuerySet:
 
 
 def _series(
-    readings: ReadingQuerySet,
+    rows_of: Callable[[type[ReadingFields]], ReadingQuerySet],
     sensor: Sensor | None,
     metric: str,
     start: datetime,
@@ -105,8 +127,8 @@ def _series(
     calibrated: bool,
 ) -> Series:
     max_points = max(1, min(max_points, MAX_POINTS_LIMIT))
-    step = step_for(start, end, max_points)
-    rows = _source_rows(readings.for_metric(metric).between(start, end), step)
+    model, step = source_for(start, end, max_points)
+    rows = _source_rows(rows_of(model).for_metric(metric).between(start, end), step)
     points = []
     total_samples = 0
     for row in rows:
@@ -115,7 +137,7 @@ def _series(
             mean, low, high = sensor.calibrate_band(metric, mean, low, high)
         points.append(Point(datetime.fromtimestamp(row["step"], tz=UTC), row["samples"], mean, low, high))
         total_samples += row["samples"]
-    return Series(metric, start, end, step, points, total_samples)
+    return Series(metric, start, end, step, points, total_samples, model.RESOLUTION)
 
 
 def sensor_series(
@@ -127,7 +149,9 @@ def sensor_series(
     calibrated: bool = True,
 ) -> Series:
     """One sensor's metric over [start, end), at most `max_points` points."""
-    return _series(Reading.objects.filter(sensor=sensor), sensor, metric, start, end, max_points, calibrated)
+    return _series(
+        lambda model: model.objects.filter(sensor=sensor), sensor, metric, start, end, max_points, calibrated
+    )
 
 
 def location_series(
@@ -139,11 +163,11 @@ def location_series(
     calibrated: bool = True,
 ) -> dict[Sensor, Series]:
     """Each sensor's series for the time it stood in `location` (placement valid per minute)."""
-    placed = Reading.objects.placed_in(location).for_metric(metric).between(start, end)
+    placed = finest_stored(start).objects.placed_in(location).for_metric(metric).between(start, end)
     sensor_ids = placed.values_list("sensor_id", flat=True).distinct()
     return {
         sensor: _series(
-            Reading.objects.placed_in(location).filter(sensor=sensor),
+            lambda model, sensor=sensor: model.objects.placed_in(location).filter(sensor=sensor),
             sensor,
             metric,
             start,

@@ -195,12 +195,15 @@ class ReadingQuerySet(models.QuerySet):
         return queryset
 
 
-class Reading(models.Model):
-    """One metric of one sensor over one UTC minute: count, sum, min and max of its samples."""
+class ReadingFields(models.Model):
+    """count/sum/min/max of one metric of one sensor over one interval starting at `start` (UTC).
 
-    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="readings")
+    Minutes, hours and days share these fields, so a mean is exact at every
+    resolution: sums and counts add up, min and max combine.
+    """
+
     metric = models.CharField(max_length=32)
-    start = models.DateTimeField(help_text="Start of the UTC minute.")
+    start = models.DateTimeField(help_text="Start of the UTC interval.")
     samples = models.PositiveIntegerField()
     value_sum = models.FloatField()
     value_min = models.FloatField()
@@ -208,11 +211,12 @@ class Reading(models.Model):
 
     objects = ReadingQuerySet.as_manager()
 
+    # Seconds in one row's interval and its name; set by each concrete model.
+    SECONDS = 0
+    RESOLUTION = ""
+
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["sensor", "metric", "start"], name="reading_one_row_per_minute"),
-        ]
-        indexes = [models.Index(fields=["start"], name="reading_start_idx")]
+        abstract = True
 
     def __str__(self) -> str:
         return f"{self.sensor} {self.metric} {self.start:%Y-%m-%d %H:%M}"
@@ -220,3 +224,49 @@ class Reading(models.Model):
     @property
     def mean(self) -> float:
         return self.value_sum / self.samples
+
+
+class Reading(ReadingFields):
+    """One metric of one sensor over one UTC minute (kept for MINUTE_RETENTION_DAYS)."""
+
+    SECONDS = 60
+    RESOLUTION = "minute"
+    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="readings")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sensor", "metric", "start"], name="reading_one_row_per_minute"),
+        ]
+        indexes = [models.Index(fields=["start"], name="reading_start_idx")]
+
+
+class HourlyReading(ReadingFields):
+    """The minutes of one UTC hour rolled up; merged by the collector as it writes, kept forever."""
+
+    SECONDS = 3600
+    RESOLUTION = "hour"
+    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="hourly_readings")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sensor", "metric", "start"], name="hourly_reading_one_row_per_hour"),
+        ]
+
+
+class DailyReading(ReadingFields):
+    """The minutes of one UTC day rolled up; merged by the collector as it writes, kept forever."""
+
+    SECONDS = 86400
+    RESOLUTION = "day"
+    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="daily_readings")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sensor", "metric", "start"], name="daily_reading_one_row_per_day"),
+        ]
+
+
+# Stored resolutions, finest first: name -> model.
+RESOLUTIONS: dict[str, type[ReadingFields]] = {
+    model.RESOLUTION: model for model in (Reading, HourlyReading, DailyReading)
+}

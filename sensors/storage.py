@@ -2,7 +2,11 @@
 
 `write_batch` stores a drained `Batch` in one transaction: it registers new
 sensors and refreshes when each was last seen (an ORM bulk upsert), then merges
-the minute buckets into `Reading`.
+the minute buckets into `Reading` and the same samples, re-keyed to hours and
+days, into `HourlyReading` and `DailyReading`. Because the rollups are merged in
+the transaction that writes the minutes, they hold exactly the samples of their
+minutes whatever happens later: a restart, a late flush after an outage, a
+second collector, or the retention purge deleting old minutes.
 
 Why the merge is SQL rather than `bulk_create(update_conflicts=True)`: Django's
 upsert sets each column to the incoming value (``col = EXCLUDED.col``), which
@@ -21,8 +25,8 @@ from itertools import islice
 
 from django.db import DatabaseError, connection, transaction
 
-from .aggregator import Batch, Bucket, BucketKey
-from .models import Reading, Sensor
+from .aggregator import Batch, Bucket, BucketKey, coarsen
+from .models import DailyReading, HourlyReading, Reading, ReadingFields, Sensor
 
 SUPPORTED_VENDORS = ("sqlite", "postgresql")
 ROWS_PER_STATEMENT = 500
@@ -40,7 +44,7 @@ def _utc(timestamp: float) -> datetime:
 
 
 def write_batch(batch: Batch) -> int:
-    """Store `batch` atomically; return the number of reading rows written.
+    """Store `batch` atomically; return the number of minute rows written (rollup rows not counted).
 
     On a database error the connection is closed so the next attempt reconnects,
     and the error propagates: the writer keeps the batch and retries.
@@ -48,7 +52,10 @@ def write_batch(batch: Batch) -> int:
     try:
         with transaction.atomic():
             sensor_ids = upsert_sensors(batch)
-            return merge_readings(sensor_ids, batch.buckets.items())
+            written = merge_readings(sensor_ids, batch.buckets.items())
+            for model in (HourlyReading, DailyReading):
+                merge_readings(sensor_ids, coarsen(batch.buckets.items(), model.SECONDS).items(), model)
+            return written
     except DatabaseError:
         connection.close()
         raise
@@ -67,23 +74,38 @@ def upsert_sensors(batch: Batch) -> dict[str, int]:
         unique_fields=["mac"],
         update_fields=["last_seen", "last_peer"],
     )
+    if all(sensor.pk is not None for sensor in sensors):  # the upsert returned ids (PostgreSQL, SQLite 3.35+)
+        return {sensor.mac: sensor.pk for sensor in sensors}
     ids: dict[str, int] = {}
     for macs in _chunks(batch.sensors, ROWS_PER_STATEMENT):
         ids.update(Sensor.objects.filter(mac__in=macs).values_list("mac", "id"))
     return ids
 
 
-def _merge_sql(rows: int) -> str:
-    meta = Reading._meta
+MERGE_TABLE = "greenhouse_merge_rows"
+
+
+def _merge_sql(model: type[ReadingFields], rows: int) -> str:
+    """One INSERT ... ON CONFLICT merge statement.
+
+    SQLite gets a VALUES list of `rows` rows (7 parameters a row). PostgreSQL
+    merges from a temporary table filled with COPY: a statement with thousands of
+    placeholders costs psycopg more on the client than the server spends merging.
+    """
+    meta = model._meta
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
     names = ["sensor", "metric", "start", "samples", "value_sum", "value_min", "value_max"]
     sensor, metric, start, samples, total, low, high = (quote(meta.get_field(name).column) for name in names)
-    least, greatest = ("MIN", "MAX") if connection.vendor == "sqlite" else ("LEAST", "GREATEST")
-    placeholders = ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * rows)
+    if connection.vendor == "sqlite":
+        least, greatest = "MIN", "MAX"
+        source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * rows)
+    else:
+        least, greatest = "LEAST", "GREATEST"
+        source = f"SELECT * FROM {MERGE_TABLE}"
     return (
         f"INSERT INTO {table} ({sensor}, {metric}, {start}, {samples}, {total}, {low}, {high}) "
-        f"VALUES {placeholders} "
+        f"{source} "
         f"ON CONFLICT ({sensor}, {metric}, {start}) DO UPDATE SET "
         f"{samples} = {table}.{samples} + EXCLUDED.{samples}, "
         f"{total} = {table}.{total} + EXCLUDED.{total}, "
@@ -94,25 +116,52 @@ def _merge_sql(rows: int) -> str:
 
 def merge_rows_per_statement() -> int:
     """500 rows, or fewer where SQLite was built with a low bound on SQL variables (999 before 3.32)."""
-    if connection.vendor != "sqlite":
-        return ROWS_PER_STATEMENT
     connection.ensure_connection()
     limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     return max(1, min(ROWS_PER_STATEMENT, limit // MERGE_COLUMNS))
 
 
-def merge_readings(sensor_ids: dict[str, int], buckets: Iterable[tuple[BucketKey, Bucket]]) -> int:
-    """Add buckets into the stored minutes (insert or merge); return rows written."""
-    start_field = Reading._meta.get_field("start")
+def merge_readings(
+    sensor_ids: dict[str, int],
+    buckets: Iterable[tuple[BucketKey, Bucket]],
+    model: type[ReadingFields] = Reading,
+) -> int:
+    """Add buckets into the stored rows of `model` (insert or merge); return rows written."""
+    start_field = model._meta.get_field("start")
+    starts: dict[int, object] = {}  # a batch spans few intervals: convert each once, not once per row
+
+    def rows() -> Iterator[tuple]:
+        for (mac, metric, epoch), bucket in buckets:
+            start = starts.get(epoch)
+            if start is None:
+                start = starts[epoch] = start_field.get_db_prep_value(_utc(epoch), connection)
+            yield (sensor_ids[mac], metric, start, bucket.count, bucket.total, bucket.low, bucket.high)
+
+    if connection.vendor != "sqlite":
+        return _merge_by_copy(model, rows())
     written = 0
     with connection.cursor() as cursor:
-        for chunk in _chunks(buckets, merge_rows_per_statement()):
-            params: list = []
-            for (mac, metric, minute), bucket in chunk:
-                start = start_field.get_db_prep_value(_utc(minute), connection)
-                params += [sensor_ids[mac], metric, start, bucket.count, bucket.total, bucket.low, bucket.high]
-            cursor.execute(_merge_sql(len(chunk)), params)
+        for chunk in _chunks(rows(), merge_rows_per_statement()):
+            cursor.execute(_merge_sql(model, len(chunk)), [value for row in chunk for value in row])
             written += len(chunk)
+    return written
+
+
+def _merge_by_copy(model: type[ReadingFields], rows: Iterable[tuple]) -> int:
+    """PostgreSQL: COPY the rows into a temporary table, then merge them in one statement."""
+    written = 0
+    with transaction.atomic(), connection.cursor() as cursor:  # the temporary table lives until commit
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {MERGE_TABLE} (sensor bigint, metric text, start timestamptz, "
+            "samples integer, value_sum double precision, value_min double precision, value_max double precision) "
+            "ON COMMIT DROP"
+        )
+        with cursor.cursor.copy(f"COPY {MERGE_TABLE} FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+                written += 1
+        cursor.execute(_merge_sql(model, written))
+        cursor.execute(f"TRUNCATE {MERGE_TABLE}")
     return written
 
 

@@ -11,9 +11,17 @@ from django.shortcuts import get_object_or_404, render
 
 from .access import read_only_page
 from .export import export_rows, format_time, ordered_for_export, parse_time, write_csv
-from .history import DEFAULT_MAX_POINTS, MAX_POINTS_LIMIT, Series, default_range, location_series, sensor_series
+from .history import (
+    DEFAULT_MAX_POINTS,
+    MAX_POINTS_LIMIT,
+    Series,
+    default_range,
+    finest_stored,
+    location_series,
+    sensor_series,
+)
 from .metrics import metric_info
-from .models import Location, Reading, Sensor
+from .models import RESOLUTIONS, HourlyReading, Location, Reading, Sensor
 from .protocol import normalise_mac
 
 RANGES = {"1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30, "1y": 24 * 365}
@@ -106,6 +114,7 @@ def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
             "start": format_time(series.start),
             "end": format_time(series.end),
             "step_seconds": series.step_seconds,
+            "resolution": series.resolution,
             "samples": series.samples,
             "expected_samples": series.expected_samples,
             "coverage": series.coverage,
@@ -180,7 +189,10 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 @read_only_page
 def sensor_page(request: HttpRequest, mac: str) -> HttpResponse:
     sensor = _sensor_or_404(mac)
-    metrics = list(Reading.objects.filter(sensor=sensor).values_list("metric", flat=True).distinct().order_by("metric"))
+    # Hourly rows are kept forever: a sensor silent for longer than the minute retention still has its charts.
+    metrics = list(
+        HourlyReading.objects.filter(sensor=sensor).values_list("metric", flat=True).distinct().order_by("metric")
+    )
     return render(
         request,
         "sensors/sensor.html",
@@ -196,7 +208,13 @@ def sensor_csv(request: HttpRequest, mac: str) -> HttpResponse:
         start, end = requested_range(request.GET)
     except BadRequest as exc:
         return HttpResponse(str(exc), status=400, content_type="text/plain")
-    readings = Reading.objects.filter(sensor=sensor).between(start, end)
+    resolution = request.GET.get("resolution", "")
+    if resolution and resolution not in RESOLUTIONS:
+        return HttpResponse(
+            f"resolution must be one of {', '.join(RESOLUTIONS)}", status=400, content_type="text/plain"
+        )
+    model = RESOLUTIONS[resolution] if resolution else finest_stored(start)
+    readings = model.objects.filter(sensor=sensor).between(start, end)
     response = HttpResponse(content_type="text/csv")
     filename = f"{sensor.mac.replace(':', '')}_{format_time(start)}_{format_time(end)}.csv".replace(":", "")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -208,7 +226,9 @@ def sensor_csv(request: HttpRequest, mac: str) -> HttpResponse:
 def location_page(request: HttpRequest, pk: int) -> HttpResponse:
     """The same metric from every sensor of a location on one chart, to compare benches."""
     location = get_object_or_404(Location, pk=pk)
-    metrics = list(Reading.objects.placed_in(location).values_list("metric", flat=True).distinct().order_by("metric"))
+    metrics = list(
+        HourlyReading.objects.placed_in(location).values_list("metric", flat=True).distinct().order_by("metric")
+    )
     return render(
         request,
         "sensors/location.html",

@@ -8,6 +8,7 @@ import pytest
 from django.utils import timezone
 
 from sensors.models import Location, Reading, Sensor
+from tests.seed import store_minutes
 
 pytestmark = pytest.mark.django_db
 
@@ -16,14 +17,18 @@ pytestmark = pytest.mark.django_db
 def sensor() -> Sensor:
     now = timezone.now()
     sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", last_seen=now, first_seen=now, temperature_offset=-1.0)
-    Reading.objects.create(
-        sensor=sensor,
-        metric="air_temperature",
-        start=now.replace(second=0, microsecond=0),
-        samples=2,
-        value_sum=43.0,
-        value_min=21.0,
-        value_max=22.0,
+    store_minutes(
+        [
+            Reading(
+                sensor=sensor,
+                metric="air_temperature",
+                start=now.replace(second=0, microsecond=0),
+                samples=2,
+                value_sum=43.0,
+                value_min=21.0,
+                value_max=22.0,
+            )
+        ]
     )
     Sensor.objects.create(mac="5c:cf:7f:00:00:02", name="Old probe", last_seen=now - timedelta(hours=1))
     return sensor

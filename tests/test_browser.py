@@ -17,6 +17,7 @@ from django.utils import timezone
 
 from sensors.history import default_range, sensor_series
 from sensors.models import Location, Reading, Sensor
+from tests.seed import store_minutes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -71,7 +72,7 @@ def seeded() -> Sensor:
                 value_max=value + 0.4,
             )
         )
-    Reading.objects.bulk_create(rows)
+    store_minutes(rows)
     get_user_model().objects.create_user("grower", password="greenhouse")
     return sensor
 

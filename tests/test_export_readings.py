@@ -12,6 +12,7 @@ from django.core.management import CommandError, call_command
 
 from sensors.export import COLUMNS
 from sensors.models import Location, Reading, Sensor
+from tests.seed import store_minutes
 
 pytestmark = pytest.mark.django_db
 
@@ -30,10 +31,12 @@ def readings() -> None:
         (named, "humidity", T, 1, 48.0, 48.0, 48.0),
         (other, "soil_moisture", T.replace(minute=17), 30, 18360.0, 600.0, 624.0),
     ]
-    for sensor, metric, start, samples, total, low, high in rows:
-        Reading.objects.create(
+    store_minutes(
+        Reading(
             sensor=sensor, metric=metric, start=start, samples=samples, value_sum=total, value_min=low, value_max=high
         )
+        for sensor, metric, start, samples, total, low, high in rows
+    )
 
 
 def export(*args: str) -> list[dict[str, str]]:

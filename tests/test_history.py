@@ -8,6 +8,7 @@ import pytest
 
 from sensors.history import location_series, sensor_series, step_for
 from sensors.models import Location, Reading, Sensor
+from tests.seed import store_minutes
 
 pytestmark = pytest.mark.django_db
 
@@ -15,7 +16,7 @@ T0 = datetime(2026, 11, 24, 0, 0, tzinfo=UTC)
 
 
 def minute_rows(sensor: Sensor, metric: str, start: datetime, minutes: int, value=lambda i: float(i), samples=30):
-    Reading.objects.bulk_create(
+    store_minutes(
         Reading(
             sensor=sensor,
             metric=metric,

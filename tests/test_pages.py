@@ -10,6 +10,7 @@ import pytest
 from django.utils import timezone
 
 from sensors.models import Location, Reading, Sensor
+from tests.seed import store_minutes
 
 pytestmark = pytest.mark.django_db
 
@@ -29,8 +30,8 @@ def greenhouse() -> dict:
         (fresh, "air_temperature", 21.0),
         (silent, "humidity", 60.0),
     ]:
-        for age in range(90):
-            Reading.objects.create(
+        store_minutes(
+            Reading(
                 sensor=sensor,
                 metric=metric,
                 start=minute - timedelta(minutes=age),
@@ -39,6 +40,8 @@ def greenhouse() -> dict:
                 value_min=value,
                 value_max=value,
             )
+            for age in range(90)
+        )
     return {"fresh": fresh, "silent": silent, "minute": minute}
 
 

@@ -8,6 +8,7 @@ from itertools import pairwise
 import pytest
 
 from sensors.models import Reading, Sensor
+from tests.seed import store_minutes
 
 pytestmark = pytest.mark.django_db
 
@@ -18,7 +19,7 @@ URL = "/api/sensors/5c:cf:7f:0a:1b:2c/history"
 def sensor() -> Sensor:
     sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="Tomatoes", humidity_offset=2.0)
     end = datetime.now(UTC).replace(second=0, microsecond=0)
-    Reading.objects.bulk_create(
+    store_minutes(
         Reading(
             sensor=sensor,
             metric="humidity",

@@ -14,6 +14,7 @@ from django.db.migrations.executor import MigrationExecutor
 from sensors import storage
 from sensors.collector import Collector, CollectorConfig, KnownSensors
 from sensors.listener import BindError
+from sensors.retention import RetentionThread
 from sensors.system import raise_file_limit
 from sensors.writer import Writer
 
@@ -89,10 +90,12 @@ class Command(BaseCommand):
             known = KnownSensors(storage.registered_macs, on_exit=storage.close_connection)
             known.refresh()  # before the first line arrives
         collector = Collector(config, writer, known_sensors=known)
+        retention = RetentionThread(settings.MINUTE_RETENTION_DAYS)
         try:
             host, port = collector.start()
         except BindError as exc:
             raise CommandError(str(exc)) from exc
+        retention.start()
         # The main thread only reads sockets from here on; the writer has its own connection.
         connection.close()
 
@@ -113,6 +116,7 @@ class Command(BaseCommand):
         try:
             collector.run()
         finally:  # even after an unexpected error, write what is held before exiting
+            retention.stop()
             lost = collector.shutdown()
         if lost:
             raise CommandError(

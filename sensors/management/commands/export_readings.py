@@ -1,4 +1,4 @@
-"""python manage.py export_readings: per-minute readings as CSV or JSON on stdout."""
+"""python manage.py export_readings: minute, hourly or daily readings as CSV or JSON on stdout."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sensors.export import export_rows, ordered_for_export, parse_time, write_csv, write_json
-from sensors.models import Reading, Sensor
+from sensors.models import RESOLUTIONS, Sensor
 
 
 def parse_moment(text: str) -> datetime:
@@ -21,20 +21,26 @@ def parse_moment(text: str) -> datetime:
 
 
 class Command(BaseCommand):
-    help = "Export per-minute readings (samples, mean, min, max) for analysis in a spreadsheet or pandas."
+    help = "Export readings (samples, mean, min, max per minute, hour or day) for a spreadsheet or pandas."
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--format", choices=["csv", "json"], default="csv")
         parser.add_argument("--sensor", help="only this sensor (MAC address, any usual spelling)")
         parser.add_argument("--metric", help="only this metric, e.g. air_temperature")
-        parser.add_argument("--since", type=parse_moment, help="minutes starting at or after this time (ISO 8601)")
-        parser.add_argument("--until", type=parse_moment, help="minutes starting before this time (ISO 8601)")
+        parser.add_argument(
+            "--resolution",
+            choices=list(RESOLUTIONS),
+            default="minute",
+            help="one row per minute (default; kept MINUTE_RETENTION_DAYS), hour or day (kept forever)",
+        )
+        parser.add_argument("--since", type=parse_moment, help="rows starting at or after this time (ISO 8601)")
+        parser.add_argument("--until", type=parse_moment, help="rows starting before this time (ISO 8601)")
         parser.add_argument(
             "--calibrated", action="store_true", help="apply each sensor's calibration (default: raw stored values)"
         )
 
     def handle(self, *args, **options) -> None:
-        readings = Reading.objects.between(options["since"], options["until"])
+        readings = RESOLUTIONS[options["resolution"]].objects.between(options["since"], options["until"])
         if options["sensor"]:
             try:
                 readings = readings.for_sensor(Sensor.normalise_mac(options["sensor"]))
