@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import pytest
+
 from sensors.aggregator import Bucket, coarsen
-from sensors.models import DailyReading, HourlyReading, Reading
+from sensors.models import DailyReading, HourlyReading, Reading, ReadingFields
 from sensors.storage import merge_readings
 
 
@@ -21,3 +23,38 @@ def store_minutes(readings: Iterable[Reading]) -> list[Reading]:
     for model in (HourlyReading, DailyReading):
         merge_readings(ids, coarsen(buckets.items(), model.SECONDS).items(), model)
     return rows
+
+
+def rollups_of_minutes(model: type[ReadingFields]) -> dict[tuple[int, str, int], tuple[int, float, float, float]]:
+    """What `model`'s rows must hold: the stored minute rows re-added per interval, computed in Python."""
+    expected: dict[tuple[int, str, int], list] = {}
+    for row in Reading.objects.all():
+        epoch = int(row.start.timestamp())
+        key = (row.sensor_id, row.metric, epoch - epoch % model.SECONDS)
+        mine = expected.setdefault(key, [0, 0.0, row.value_min, row.value_max])
+        mine[0] += row.samples
+        mine[1] += row.value_sum
+        mine[2] = min(mine[2], row.value_min)
+        mine[3] = max(mine[3], row.value_max)
+    return {key: tuple(values) for key, values in expected.items()}
+
+
+def stored_rollups(model: type[ReadingFields]) -> dict[tuple[int, str, int], tuple[int, float, float, float]]:
+    return {
+        (row.sensor_id, row.metric, int(row.start.timestamp())): (
+            row.samples,
+            row.value_sum,
+            row.value_min,
+            row.value_max,
+        )
+        for row in model.objects.all()
+    }
+
+
+def assert_rollups_match_minutes() -> None:
+    """Hourly and daily rows hold exactly the samples of their minute rows (sums up to float rounding)."""
+    for model in (HourlyReading, DailyReading):
+        expected, stored = rollups_of_minutes(model), stored_rollups(model)
+        assert stored.keys() == expected.keys(), model.__name__
+        for key, (samples, total, low, high) in expected.items():
+            assert stored[key] == (samples, pytest.approx(total, rel=1e-12), low, high), (model.__name__, key)

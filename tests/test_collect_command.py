@@ -20,6 +20,7 @@ from django.core.management import call_command
 
 from sensors.models import Sensor
 from tests.conftest import ROOT, manage_env, wait_for_fresh_minute
+from tests.seed import assert_rollups_match_minutes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -214,6 +215,7 @@ def test_restart_in_the_same_minute_adds_to_the_stored_rows(start_collector):
             time.sleep(0.3)
         assert collector.stop() == 0, collector.output
     assert exported() == expected.rows(this_minute())
+    assert_rollups_match_minutes()
 
 
 def test_two_collectors_on_one_database_merge_exactly(start_collector):
@@ -237,6 +239,7 @@ def test_two_collectors_on_one_database_merge_exactly(start_collector):
     assert first.stop() == 0, first.output
     assert second.stop() == 0, second.output
     assert exported() == expected.rows(minute)
+    assert_rollups_match_minutes()
 
 
 def test_idle_connection_is_closed_after_the_timeout(start_collector):
@@ -310,6 +313,7 @@ def test_sigkill_loses_at_most_the_last_flush_interval_and_a_restart_never_doubl
         time.sleep(0.3)
     assert second.stop() == 0
     assert sum(Reading.objects.values_list("samples", flat=True)) == stored + 25
+    assert_rollups_match_minutes()  # a kill never leaves minutes without their hours and days
 
 
 def test_connections_from_outside_the_allowed_networks_are_refused(start_collector):
