@@ -187,3 +187,20 @@ def test_upgrading_rolls_up_the_minutes_stored_before_rollups_existed():
     assert_rollups_match_minutes()
     assert sorted(DailyReading.objects.values_list("samples", flat=True)) == [60, 60]
     assert HourlyReading.objects.count() == 2
+
+
+def test_page_csv_of_a_range_older_than_the_retention_comes_from_the_hours(admin_client):
+    day = (datetime.now(UTC) - timedelta(days=45)).replace(hour=0, minute=0, second=0, microsecond=0)
+    first = int(day.timestamp()) + 10 * 3600
+    write_batch(batch_of([(MACS[0], "humidity", first + i * 60, 50.0) for i in range(90)]))  # 10:00-11:30
+    purge_expired_minutes(30)
+    url = f"/sensors/{MACS[0]}/readings.csv"
+    window = {"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()}
+    hours = admin_client.get(url, window).content.decode().splitlines()[1:]
+    assert [row.split(",")[4:6] for row in hours] == [
+        [f"{day:%Y-%m-%d}T10:00:00Z", "60"],
+        [f"{day:%Y-%m-%d}T11:00:00Z", "30"],
+    ]
+    days = admin_client.get(url, {**window, "resolution": "day"}).content.decode().splitlines()[1:]
+    assert [row.split(",")[4:6] for row in days] == [[f"{day:%Y-%m-%d}T00:00:00Z", "90"]]
+    assert admin_client.get(url, {**window, "resolution": "week"}).status_code == 400
