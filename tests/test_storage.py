@@ -84,3 +84,13 @@ def test_a_failed_batch_leaves_nothing_half_written():
         write_batch(good)
     assert Reading.objects.count() == 0
     assert Sensor.objects.count() == 0
+
+
+def test_a_batch_mixing_known_and_new_sensors_refreshes_the_known_and_registers_the_new():
+    write_batch(batch((MAC, "humidity", T0, 40)))
+    other = "5c:cf:7f:00:00:99"
+    write_batch(batch((MAC, "humidity", T0 + 30, 42), (other, "humidity", T0 + 31, 60), peer="192.0.2.9"))
+    known, new = Sensor.objects.get(mac=MAC), Sensor.objects.get(mac=other)
+    assert (known.last_seen.timestamp(), known.last_peer) == (T0 + 30, "192.0.2.9")
+    assert (new.first_seen.timestamp(), new.last_seen.timestamp()) == (T0 + 31, T0 + 31)
+    assert dict(Reading.objects.values_list("sensor__mac", "samples")) == {MAC: 2, other: 1}
