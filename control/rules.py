@@ -192,7 +192,9 @@ def _decide(spec: RuleSpec, state: RuleState, observation: Observation, now: dat
 
     if phase is Phase.STALE and not condition_holds(spec, observation):
         # Fresh data again and nothing to do: leave the safe state for the released one.
-        return Step(_enter(Phase.IDLE, now, state), _switch(spec.on_release, seen), "recovered", f"data usable again: {seen}")
+        return Step(
+            _enter(Phase.IDLE, now, state), _switch(spec.on_release, seen), "recovered", f"data usable again: {seen}"
+        )
     if phase in (Phase.STALE, Phase.INACTIVE):
         # Fresh data again (or the window opened) and the condition holds: start over and decide at once.
         state = _enter(Phase.IDLE, now, state)
@@ -212,6 +214,11 @@ def _decide(spec: RuleSpec, state: RuleState, observation: Observation, now: dat
         return Step(state)
 
     if not condition_holds(spec, observation):
+        if phase is Phase.IDLE and state.since is None:
+            # A rule's first decision: put its output in the released state, so it is known.
+            return Step(
+                _enter(Phase.IDLE, now, state), _switch(spec.on_release, seen), "initial", f"first look: {seen}"
+            )
         if phase is Phase.PENDING:
             return Step(_enter(Phase.IDLE, now, state), [], "cleared", f"condition cleared before its duration: {seen}")
         return Step(state)
