@@ -38,7 +38,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if reason:
         for item in items:
             item.add_marker(pytest.mark.skip(reason=reason))
-    if not os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://")):
+    from django.conf import settings
+
+    if "postgresql" not in settings.DATABASES["default"]["ENGINE"]:
         # `make test-sqlite` deselects these (-m "not postgres"); a plain `pytest` on SQLite skips them.
         needs = "needs PostgreSQL: run with DATABASE_URL=postgres://... (make test-postgres)"
         for item in items:
