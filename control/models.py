@@ -369,9 +369,10 @@ class Rule(models.Model):
             pk__in=Placement.objects.filter(location=self.location, start__lte=now, end__isnull=True).values("sensor")
         )
         seen = [sensor_observation(sensor, self.metric, now, self.max_age) for sensor in placed]
-        usable = [o for o in seen if o.value is not None]
-        if not usable:
-            return rules.Observation(value=None, age=min((o.age for o in seen), default=math.inf))
+        limit = self.max_age.total_seconds()
+        usable = [o for o in seen if o.value is not None and o.age <= limit]
+        if not usable:  # nothing fresh: the freshest there is, so the fail-safe says how old it is
+            return min(seen, key=lambda o: o.age, default=rules.Observation(value=None))
         return rules.Observation(
             value=sum(o.value for o in usable) / len(usable),
             age=max(o.age for o in usable),

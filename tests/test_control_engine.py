@@ -164,6 +164,19 @@ def test_location_rule_uses_the_mean_of_the_sensors_placed_there(engine, http_pe
     assert [r.path for r in plug.requests] == ["/relay/0?turn=off", "/relay/0?turn=on"]
 
 
+def test_a_silent_sensor_in_a_location_is_left_out_of_its_mean(engine, http_peer, bench):
+    tray = Location.objects.create(name="Tray A")
+    silent = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2d")
+    bench.move_to(tray)
+    silent.move_to(tray)
+    Rule.objects.create(name="Tray A cold", location=tray, metric="air_temperature", threshold=5, release=7)
+    report(bench, "air_temperature", 3.0)  # 2 °C calibrated, fresh
+    report(silent, "air_temperature", 30.0, age=600)  # a board gone quiet ten minutes ago
+    engine.step()
+    rule = Rule.objects.get()
+    assert rule.phase == "triggered" and rule.last_value == pytest.approx(2.0)
+
+
 def test_a_failing_plug_is_retried_and_the_error_recorded(engine, http_peer, bench, settings):
     settings.CONTROL_COMMAND_ATTEMPTS = 2
     broken = http_peer(status=500, answer="relay fault")
