@@ -16,6 +16,7 @@ from datetime import datetime
 
 from django.conf import settings
 from django.core.mail import send_mail
+from django.db import DatabaseError
 from django.utils import timezone
 
 from . import rules
@@ -55,17 +56,26 @@ class Engine:
 
     def evaluate_rules(self) -> None:
         for rule in Rule.objects.filter(enabled=True).select_related("sensor", "location", "output"):
-            now = self.clock()
-            observation = rule.observe(now)
-            step = rules.evaluate(rule.spec(), rule.state(), observation, now)
-            rule.store(step.state, observation, now)
-            if step.transition:
-                self._event(step.transition, rule.output, step.message, now, rule=rule, observation=observation)
-            for action in step.actions:
-                if isinstance(action, rules.SwitchOutput) and rule.output is not None:
-                    self.want(rule.output, action, rule, observation, now)
-                elif isinstance(action, rules.Notify):
-                    self.notify(rule, action.message, observation, now)
+            try:
+                self.evaluate(rule)
+            except DatabaseError:
+                raise  # the command retries the whole pass
+            except Exception:  # one broken rule must not stop the others
+                logger.exception("rule %r could not be evaluated", rule.name)
+
+    def evaluate(self, rule: Rule) -> None:
+        """One rule: observe, decide, store the state, record the transition, act."""
+        now = self.clock()
+        observation = rule.observe(now)
+        step = rules.evaluate(rule.spec(), rule.state(), observation, now)
+        rule.store(step.state, observation, now)
+        if step.transition:
+            self._event(step.transition, rule.output, step.message, now, rule=rule, observation=observation)
+        for action in step.actions:
+            if isinstance(action, rules.SwitchOutput) and rule.output is not None:
+                self.want(rule.output, action, rule, observation, now)
+            elif isinstance(action, rules.Notify):
+                self.notify(rule, action.message, observation, now)
 
     def want(
         self, output: Output, action: rules.SwitchOutput, rule: Rule, observation: rules.Observation, now: datetime

@@ -136,7 +136,8 @@ class Dispatcher:
             number = self._counter
             if job.supersedable:
                 self._latest[job.key] = number
-            lock = self._locks.setdefault(job.key, threading.Lock())
+            # Commands for one output run in order; each notification stands alone (no lock kept for it).
+            lock = self._locks.setdefault(job.key, threading.Lock()) if job.supersedable else threading.Lock()
         self._pool.submit(self._run, job, number, lock)
 
     def results(self) -> list[Result]:

@@ -369,3 +369,12 @@ def test_a_manual_output_tells_the_grower_what_to_switch(engine, bench, settings
         assert "Please switch Frost fleece ON" in smtp.messages[0]["data"]
     finally:
         smtp.close()
+
+
+def test_a_broken_rule_is_logged_and_does_not_stop_the_others(engine, http_peer, bench, caplog):
+    Rule.objects.create(name="A broken rule", kind="offline")  # no sensor: bypassed the admin's validation
+    heater_rule(bench, http_output(http_peer()))
+    report(bench, "air_temperature", 0)
+    engine.step()
+    assert Rule.objects.get(name="Heat the north bench").phase == "triggered"
+    assert "rule 'A broken rule' could not be evaluated" in caplog.text
