@@ -63,6 +63,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "sensors",
+    "control",
 ]
 
 MIDDLEWARE = [
@@ -185,6 +186,30 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
+# --- Control (python manage.py control; docs/control.md) ---------------------------
+# Seconds between evaluations of the rules. Rules see new data at the collector's flush
+# cadence (COLLECTOR_FLUSH_INTERVAL), so evaluating much faster than that gains nothing.
+CONTROL_INTERVAL = _typed("float", "CONTROL_INTERVAL", 5.0)
+# Each attempt to switch an output or send a notification gives up after this many seconds;
+# a failed one is retried this many times in all (1 s, 2 s, 4 s ... apart).
+CONTROL_COMMAND_TIMEOUT = _typed("float", "CONTROL_COMMAND_TIMEOUT", 5.0)
+CONTROL_COMMAND_ATTEMPTS = _typed("int", "CONTROL_COMMAND_ATTEMPTS", 3)
+# Where notifications go unless a rule names its own recipients.
+CONTROL_NOTIFY_EMAILS = _typed("list", "CONTROL_NOTIFY_EMAILS", [])
+CONTROL_NOTIFY_WEBHOOK = env.str("CONTROL_NOTIFY_WEBHOOK", default="")
+# How long a manual on/off from the web UI holds against the rules (minutes).
+CONTROL_OVERRIDE_MINUTES = _typed("int", "CONTROL_OVERRIDE_MINUTES", 60)
+
+# E-mail for notifications (Django's settings; the defaults send through a local MTA on port 25).
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = _typed("int", "EMAIL_PORT", 25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = _typed("bool", "EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = _typed("bool", "EMAIL_USE_SSL", False)
+EMAIL_TIMEOUT = _typed("float", "EMAIL_TIMEOUT", 10.0)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="greenhouse@localhost")
+
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
     raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL.")
@@ -200,5 +225,6 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "sensors": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
+        "control": {"handlers": ["console"], "level": LOG_LEVEL, "propagate": False},
     },
 }

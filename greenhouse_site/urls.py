@@ -1,6 +1,6 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
-from django.urls import path
+from django.urls import include, path
 
 from sensors import views
 
@@ -11,6 +11,7 @@ urlpatterns = [
     path("locations/<int:pk>/", views.location_page, name="location"),
     path("api/locations/<int:pk>/history", views.location_history_api, name="location-history-api"),
     path("api/sensors/<str:mac>/history", views.sensor_history_api, name="sensor-history-api"),
+    path("control/", include("control.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

@@ -87,3 +87,12 @@ def test_restart_and_stop_through_supervisorctl_lose_no_sample(supervisord):
     assert "collect: stopped" in ctl("stop", "collect")
     assert "STOPPED" in ctl("status", "collect")
     assert stored_samples() == 65
+
+
+def test_control_runs_under_supervisor_and_stops_cleanly(supervisord):
+    deadline = time.monotonic() + 20
+    while "RUNNING" not in ctl("status", "control"):
+        assert time.monotonic() < deadline, "control did not come up under supervisor"
+        time.sleep(0.2)
+    assert "control: stopped" in ctl("stop", "control")
+    assert "STOPPED" in ctl("status", "control")

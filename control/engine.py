@@ -1,0 +1,217 @@
+"""The ORM layer of control: read rules and data, run the state machine, record, dispatch.
+
+`Engine.step()` is one pass: evaluate every enabled rule (`control.rules.evaluate`), move
+each output toward what its rules (or a person) want (`control.rules.arbitrate`), and
+complete the events of commands and notifications that have finished on the dispatcher's
+worker threads. All database work happens in the caller's thread; the workers only talk
+to devices, mail servers and webhooks.
+"""
+
+from __future__ import annotations
+
+import logging
+import smtplib
+from collections.abc import Callable
+from datetime import datetime
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import DatabaseError
+from django.utils import timezone
+
+from . import rules
+from .models import Event, Output, Rule
+from .transports import DeliveryError, Dispatcher, Job, Result, post_json
+
+logger = logging.getLogger(__name__)
+
+
+def send_email(recipients: list[str], subject: str, body: str) -> str:
+    """Through Django's e-mail settings; DeliveryError with the server's reason on failure."""
+    try:
+        send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, recipients, fail_silently=False)
+    except (smtplib.SMTPException, OSError) as exc:
+        raise DeliveryError(f"e-mail to {', '.join(recipients)}: {exc}") from exc
+    return f"e-mail accepted for {', '.join(recipients)}"
+
+
+class Engine:
+    def __init__(self, dispatcher: Dispatcher, clock: Callable[[], datetime] = timezone.now) -> None:
+        self.dispatcher = dispatcher
+        self.clock = clock
+
+    # --- one pass -----------------------------------------------------------------------------
+    def step(self) -> None:
+        self.evaluate_rules()
+        self.apply_outputs()
+        self.record_results()
+
+    def start(self) -> None:
+        """After a (re)start: send every output its recorded state again, so a device that lost
+        it (a plug that rebooted while control was down) matches what the log says."""
+        for output in Output.objects.exclude(is_on=None):
+            if output.transport == Output.Transport.MANUAL:
+                continue  # a person already got that message; do not repeat it at every restart
+            self.command(output, bool(output.is_on), "re-asserted after control started", kind=Event.Kind.START)
+
+    def evaluate_rules(self) -> None:
+        for rule in Rule.objects.filter(enabled=True).select_related("sensor", "location", "output"):
+            try:
+                self.evaluate(rule)
+            except DatabaseError:
+                raise  # the command retries the whole pass
+            except Exception:  # one broken rule must not stop the others
+                logger.exception("rule %r could not be evaluated", rule.name)
+
+    def evaluate(self, rule: Rule) -> None:
+        """One rule: observe, decide, store the state, record the transition, act."""
+        now = self.clock()
+        observation = rule.observe(now)
+        step = rules.evaluate(rule.spec(), rule.state(), observation, now)
+        rule.store(step.state, observation, now)
+        if step.transition:
+            self._event(step.transition, rule.output, step.message, now, rule=rule, observation=observation)
+        for action in step.actions:
+            if isinstance(action, rules.SwitchOutput) and rule.output is not None:
+                self.want(rule.output, action, rule, observation, now)
+            elif isinstance(action, rules.Notify):
+                self.notify(rule, action.message, observation, now)
+
+    def want(
+        self, output: Output, action: rules.SwitchOutput, rule: Rule, observation: rules.Observation, now: datetime
+    ) -> None:
+        """Record what a rule asks of its output; `apply_outputs` carries it out when allowed."""
+        on = output.safe_on if action.safe else bool(action.on)
+        label = "safe state " if action.safe else ""
+        output.wanted_on, output.wanted_safe = on, action.safe
+        output.wanted_reason = f"{rule.name}: {label}{'ON' if on else 'OFF'} ({action.reason})"[:300]
+        output.save(update_fields=["wanted_on", "wanted_safe", "wanted_reason"])
+        verdict = rules.arbitrate(output.arbiter_spec(), output.arbiter_state(), on, now, safe=action.safe)
+        if not verdict.switch and verdict.wait_until is not None:
+            until = timezone.localtime(verdict.wait_until).strftime("%H:%M:%S")
+            self._event(
+                Event.Kind.HELD,
+                output,
+                f"{output.name} stays {output.state_label}: {verdict.why} until {until}",
+                now,
+                rule=rule,
+                observation=observation,
+            )
+
+    def apply_outputs(self) -> None:
+        for output in Output.objects.all():
+            now = self.clock()
+            if output.overridden(now):
+                if output.override_on is not None and output.override_on != output.is_on:
+                    self.command(output, output.override_on, f"manual override by {output.override_by}")
+                continue
+            if output.override_until is not None:  # an override just ended: back to the rules
+                output.override_on, output.override_until, output.override_by = None, None, ""
+                output.save(update_fields=["override_on", "override_until", "override_by"])
+            if output.wanted_on is None:
+                continue
+            verdict = rules.arbitrate(
+                output.arbiter_spec(), output.arbiter_state(), output.wanted_on, now, safe=output.wanted_safe
+            )
+            if verdict.switch:
+                self.command(output, output.wanted_on, output.wanted_reason)
+
+    def record_results(self) -> None:
+        for result in self.dispatcher.results():
+            self._complete(result)
+
+    # --- commands and notifications ---------------------------------------------------------------
+    def command(self, output: Output, on: bool, reason: str, kind: str = Event.Kind.COMMAND) -> None:
+        """Record the new commanded state, then send it off the evaluation path."""
+        now = self.clock()
+        output.is_on, output.changed_at, output.change_reason, output.delivered = on, now, reason[:300], None
+        output.save(update_fields=["is_on", "changed_at", "change_reason", "delivered"])
+        event = self._event(kind, output, f"{output.name} {'ON' if on else 'OFF'}: {reason}", now)
+        send = output.sender(on, lambda message: self.tell_people(f"[Greenhouse] {output.name}", message))
+        self.dispatcher.submit(
+            Job(f"output:{output.pk}", send, tag=event.pk, retries=settings.CONTROL_COMMAND_ATTEMPTS)
+        )
+
+    def notify(self, rule: Rule, message: str, observation: rules.Observation, now: datetime) -> None:
+        """One event and one job per channel (e-mail, webhook) the rule's notifications go to."""
+        recipients = rule.email_addresses() or list(settings.CONTROL_NOTIFY_EMAILS)
+        webhook = rule.webhook_url or settings.CONTROL_NOTIFY_WEBHOOK
+        text = f"{rule.name}: {message}"
+        if not recipients and not webhook:
+            self._event(
+                Event.Kind.NOTIFICATION, rule.output, f"not sent (no recipients configured): {text}", now, rule=rule
+            )
+            return
+        attempts = settings.CONTROL_COMMAND_ATTEMPTS
+        if recipients:
+            event = self._event(Event.Kind.NOTIFICATION, rule.output, f"e-mail: {text}", now, rule=rule)
+            subject = f"[Greenhouse] {text}"[:150]
+            send = lambda: send_email(recipients, subject, text)  # noqa: E731
+            self.dispatcher.submit(Job(f"mail:{event.pk}", send, event.pk, attempts, supersedable=False))
+        if webhook:
+            payload = {
+                "rule": rule.name,
+                "phase": rule.phase,
+                "message": message,
+                "value": observation.value,
+                "age_seconds": rule.last_age,
+                "samples": observation.samples,
+                "output": rule.output.name if rule.output else None,
+                "time": now.isoformat(),
+            }
+            event = self._event(Event.Kind.NOTIFICATION, rule.output, f"webhook: {text}", now, rule=rule)
+            send = lambda: post_json(webhook, payload, settings.CONTROL_COMMAND_TIMEOUT)  # noqa: E731
+            self.dispatcher.submit(Job(f"hook:{event.pk}", send, event.pk, attempts, supersedable=False))
+
+    @staticmethod
+    def tell_people(subject: str, message: str) -> str:
+        """A manual output's 'command': tell the grower by every configured channel (worker thread)."""
+        answers, errors = [], []
+        if settings.CONTROL_NOTIFY_EMAILS:
+            try:
+                answers.append(send_email(list(settings.CONTROL_NOTIFY_EMAILS), subject, message))
+            except DeliveryError as exc:
+                errors.append(str(exc))
+        if settings.CONTROL_NOTIFY_WEBHOOK:
+            try:
+                answers.append(post_json(settings.CONTROL_NOTIFY_WEBHOOK, {"message": message, "subject": subject}))
+            except DeliveryError as exc:
+                errors.append(str(exc))
+        if not answers:
+            raise DeliveryError(
+                "; ".join(errors) or "nobody to tell: set CONTROL_NOTIFY_EMAILS or CONTROL_NOTIFY_WEBHOOK"
+            )
+        return "; ".join(answers + errors)
+
+    # --- internals ------------------------------------------------------------------------------
+    def _complete(self, result: Result) -> None:
+        Event.objects.filter(pk=result.job.tag).update(ok=result.ok, detail=result.detail[:2000])
+        if result.job.key.startswith("output:") and result.detail != "superseded by a newer command":
+            output_id = int(result.job.key.split(":", 1)[1])
+            latest = Event.objects.filter(output_id=output_id, kind__in=[Event.Kind.COMMAND, Event.Kind.START]).first()
+            if latest is not None and latest.pk == result.job.tag:
+                Output.objects.filter(pk=output_id).update(delivered=result.ok)
+        if not result.ok:
+            logger.warning("%s failed after %d attempts: %s", result.job.key, result.attempts, result.detail)
+
+    @staticmethod
+    def _event(
+        kind: str,
+        output: Output | None,
+        message: str,
+        now: datetime,
+        rule: Rule | None = None,
+        observation: rules.Observation | None = None,
+    ) -> Event:
+        event = Event.objects.create(
+            time=now,
+            kind=kind,
+            rule=rule,
+            output=output,
+            message=message[:500],
+            value=observation.value if observation else None,
+            age=rule.last_age if (observation and rule) else None,
+            samples=observation.samples if observation else None,
+        )
+        logger.info("%s: %s", kind, message)
+        return event

@@ -1,0 +1,69 @@
+"""Thin views: the control overview, the event log, and the staff-only manual override."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from sensors.access import read_only_page
+
+from .models import Event, Output, Rule
+
+OVERRIDE_STATES = {"on": True, "off": False, "auto": None}
+MAX_OVERRIDE_MINUTES = 24 * 60
+
+
+@read_only_page
+def overview(request: HttpRequest) -> HttpResponse:
+    """Each output's state (with the override form for staff), each rule's state, the latest events."""
+    return render(
+        request,
+        "control/overview.html",
+        {
+            "outputs": Output.objects.all(),
+            "rules": Rule.objects.select_related("sensor", "location", "output"),
+            "events": Event.objects.select_related("rule", "output")[:20],
+            "override_minutes": settings.CONTROL_OVERRIDE_MINUTES,
+            "max_override_minutes": MAX_OVERRIDE_MINUTES,
+        },
+    )
+
+
+@read_only_page
+def event_log(request: HttpRequest) -> HttpResponse:
+    """Every trigger, release, command and notification, newest first; ?rule=<id> or ?output=<id> narrows it."""
+    events = Event.objects.select_related("rule", "output")
+    for name in ("rule", "output"):
+        value = request.GET.get(name, "")
+        if value:
+            if not value.isdigit():
+                return HttpResponseBadRequest(f"{name} must be an id", content_type="text/plain")
+            events = events.filter(**{f"{name}_id": int(value)})
+    page = Paginator(events, 100).get_page(request.GET.get("page"))
+    return render(request, "control/events.html", {"page": page})
+
+
+@require_POST
+def override(request: HttpRequest, pk: int) -> HttpResponse:
+    """Staff switch an output by hand for a while (state=on|off), or hand it back to its rules (state=auto)."""
+    if not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    if not request.user.is_staff:
+        return HttpResponseForbidden("Only staff may switch outputs by hand.", content_type="text/plain")
+    output = get_object_or_404(Output, pk=pk)
+    state = request.POST.get("state", "")
+    if state not in OVERRIDE_STATES:
+        return HttpResponseBadRequest("state must be on, off or auto", content_type="text/plain")
+    minutes_text = request.POST.get("minutes") or str(settings.CONTROL_OVERRIDE_MINUTES)
+    if not minutes_text.isdigit() or not 1 <= int(minutes_text) <= MAX_OVERRIDE_MINUTES:
+        return HttpResponseBadRequest(
+            f"minutes must be a whole number from 1 to {MAX_OVERRIDE_MINUTES}", content_type="text/plain"
+        )
+    event = output.request_override(OVERRIDE_STATES[state], request.user.get_username(), int(minutes_text))
+    messages.success(request, f"{event.message}; the control process carries it out within seconds.")
+    return redirect("control-overview")

@@ -1,0 +1,380 @@
+"""The control engine against real peers: an HTTP server, the Mosquitto broker, an SMTP server.
+
+Readings are written straight into the database (the collector's part is proven elsewhere);
+the engine is driven one `step()` at a time, as the `control` command does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from control.engine import Engine
+from control.models import Event, Output, Rule
+from control.transports import Dispatcher
+from sensors.models import Location, Reading, Sensor
+from tests.peers import RecordingServer, SMTPServer, Subscriber, broker_or_skip, wait_until
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def http_peer():
+    servers: list[RecordingServer] = []
+
+    def start(**kwargs) -> RecordingServer:
+        server = RecordingServer(**kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()
+
+
+@pytest.fixture
+def engine(settings):
+    settings.CONTROL_COMMAND_TIMEOUT = 2.0
+    dispatcher = Dispatcher(backoff=0.05)
+    yield Engine(dispatcher)
+    dispatcher.shutdown(5)
+
+
+@pytest.fixture
+def bench() -> Sensor:
+    return Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="North bench", temperature_offset=-1.0)
+
+
+def report(sensor: Sensor, metric: str, value: float, samples: int = 30, age: float = 0.0) -> None:
+    """What the collector would have flushed: this minute's row, and the board seen `age` s ago."""
+    now = timezone.now()
+    minute = now.replace(second=0, microsecond=0)
+    Reading.objects.filter(sensor=sensor, metric=metric).delete()
+    Reading.objects.create(
+        sensor=sensor,
+        metric=metric,
+        start=minute,
+        samples=samples,
+        value_sum=value * samples,
+        value_min=value,
+        value_max=value,
+    )
+    Sensor.objects.filter(pk=sensor.pk).update(last_seen=now - timedelta(seconds=age))
+    sensor.refresh_from_db()
+
+
+def heater_rule(sensor: Sensor, output: Output, **extra) -> Rule:
+    fields = dict(
+        name="Heat the north bench",
+        sensor=sensor,
+        metric="air_temperature",
+        direction="below",
+        threshold=5.0,
+        release=7.0,
+        output=output,
+        on_trigger="on",
+        on_release="off",
+    )
+    fields.update(extra)
+    rule = Rule(**fields)
+    rule.full_clean()
+    rule.save()
+    return rule
+
+
+def http_output(server: RecordingServer, **extra) -> Output:
+    output = Output(
+        name=extra.pop("name", "Heater"),
+        transport="http",
+        http_method="POST",
+        http_on_url=server.url("/relay/0?turn=on"),
+        http_off_url=server.url("/relay/0?turn=off"),
+        http_on_body='{"on": true}',
+        http_off_body='{"on": false}',
+        **extra,
+    )
+    output.full_clean()
+    output.save()
+    return output
+
+
+def settle(engine: Engine, event: Event | None = None) -> Event:
+    """Collect results until the newest command or notification event is complete."""
+    target = event or Event.objects.filter(kind__in=["command", "start", "notification"]).first()
+
+    def done():
+        engine.record_results()
+        target.refresh_from_db()
+        return target.ok is not None
+
+    wait_until(done, what=f"the result of {target}")
+    return target
+
+
+def test_heater_is_switched_on_over_http_below_the_threshold_and_off_above_the_release(engine, http_peer, bench):
+    plug = http_peer()
+    heater = http_output(plug)
+    heater_rule(bench, heater)
+    report(bench, "air_temperature", 5.5)  # 4.5 °C after the -1 °C calibration offset
+    engine.step()
+    command = settle(engine)
+    assert [(r.method, r.path, r.body) for r in plug.requests] == [("POST", "/relay/0?turn=on", '{"on": true}')]
+    assert command.ok and command.detail.startswith("HTTP 200")
+    heater.refresh_from_db()
+    assert heater.is_on is True and heater.delivered is True
+
+    report(bench, "air_temperature", 7.5)  # 6.5 °C: inside the hysteresis band, stays on
+    engine.step()
+    assert len(plug.requests) == 1
+    report(bench, "air_temperature", 8.5)
+    engine.step()
+    settle(engine)
+    assert [r.path for r in plug.requests] == ["/relay/0?turn=on", "/relay/0?turn=off"]
+    trigger = Event.objects.get(kind="trigger")
+    assert trigger.value == pytest.approx(4.5) and trigger.samples == 30 and trigger.age is not None
+
+
+def test_location_rule_uses_the_mean_of_the_sensors_placed_there(engine, http_peer, bench):
+    plug = http_peer()
+    tray = Location.objects.create(name="Tray A")
+    other = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2d")
+    bench.move_to(tray)
+    other.move_to(tray)
+    Rule.objects.create(
+        name="Tray A cold",
+        location=tray,
+        metric="air_temperature",
+        threshold=5,
+        release=7,
+        output=http_output(plug),
+        on_trigger="on",
+        on_release="off",
+    )
+    report(bench, "air_temperature", 3.0)  # 2 °C calibrated
+    report(other, "air_temperature", 9.0)  # mean 5.5: not below 5
+    engine.step()
+    settle(engine)
+    assert Rule.objects.get().last_value == pytest.approx(5.5)
+    report(other, "air_temperature", 7.0)  # mean 4.5
+    engine.step()
+    settle(engine)
+    assert [r.path for r in plug.requests] == ["/relay/0?turn=off", "/relay/0?turn=on"]
+
+
+def test_a_silent_sensor_in_a_location_is_left_out_of_its_mean(engine, http_peer, bench):
+    tray = Location.objects.create(name="Tray A")
+    silent = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2d")
+    bench.move_to(tray)
+    silent.move_to(tray)
+    Rule.objects.create(name="Tray A cold", location=tray, metric="air_temperature", threshold=5, release=7)
+    report(bench, "air_temperature", 3.0)  # 2 °C calibrated, fresh
+    report(silent, "air_temperature", 30.0, age=600)  # a board gone quiet ten minutes ago
+    engine.step()
+    rule = Rule.objects.get()
+    assert rule.phase == "triggered" and rule.last_value == pytest.approx(2.0)
+
+
+def test_a_failing_plug_is_retried_and_the_error_recorded(engine, http_peer, bench, settings):
+    settings.CONTROL_COMMAND_ATTEMPTS = 2
+    broken = http_peer(status=500, answer="relay fault")
+    heater = http_output(broken)
+    heater_rule(bench, heater)
+    report(bench, "air_temperature", 0)
+    engine.step()
+    command = settle(engine)
+    assert len(broken.requests) == 2
+    assert command.ok is False and "attempt 2: HTTP 500 relay fault" in command.detail
+    heater.refresh_from_db()
+    assert heater.is_on is True and heater.delivered is False  # commanded, but not confirmed
+
+
+def test_a_plug_that_never_answers_does_not_hold_up_other_outputs(engine, http_peer, bench):
+    hanging = http_peer(hold=True)
+    working = http_peer()
+    heater_rule(bench, http_output(hanging, name="Dead heater"))
+    heater_rule(bench, http_output(working, name="Good heater"), name="Second heater")
+    report(bench, "air_temperature", 0)
+    engine.step()  # returns while the dead plug's request is still hanging
+    wait_until(lambda: working.requests, what="the working plug's request")
+    assert not hanging.requests
+    hanging.release()
+
+
+def test_data_older_than_the_max_age_drives_the_vent_to_its_safe_state_open(engine, http_peer, bench):
+    plug = http_peer()
+    vent = http_output(plug, name="Roof vent", safe_on=True)
+    Rule.objects.create(
+        name="Vent when hot",
+        sensor=bench,
+        metric="air_temperature",
+        direction="above",
+        threshold=30,
+        release=27,
+        max_age=timedelta(minutes=2),
+        output=vent,
+        on_trigger="on",
+        on_release="off",
+    )
+    report(bench, "air_temperature", 21)
+    engine.step()
+    settle(engine)  # cool: the vent is closed
+    report(bench, "air_temperature", 21, age=300)  # the board went silent five minutes ago
+    engine.step()
+    settle(engine)
+    assert [r.path for r in plug.requests] == ["/relay/0?turn=off", "/relay/0?turn=on"]
+    stale = Event.objects.get(kind="stale")
+    assert "old (max age 120s)" in stale.message and stale.age >= 300
+
+
+def test_restart_knows_the_heater_is_on_and_re_asserts_it_without_a_new_trigger(http_peer, bench, settings):
+    plug = http_peer()
+    heater = http_output(plug)
+    heater_rule(bench, heater)
+    report(bench, "air_temperature", 0)
+    first = Engine(Dispatcher())
+    first.step()
+    settle(first)
+    first.dispatcher.shutdown()
+
+    second = Engine(Dispatcher())  # a new process: everything it knows comes from the database
+    second.start()
+    second.step()
+    settle(second)
+    second.dispatcher.shutdown()
+    assert [r.path for r in plug.requests] == ["/relay/0?turn=on", "/relay/0?turn=on"]
+    assert Event.objects.filter(kind="trigger").count() == 1
+    assert Event.objects.filter(kind="start", ok=True).count() == 1
+
+
+def test_minimum_off_time_holds_back_switching_on_again(engine, http_peer, bench):
+    plug = http_peer()
+    heater = http_output(plug, min_off=timedelta(minutes=5))
+    heater_rule(bench, heater)
+    report(bench, "air_temperature", 10)
+    engine.step()
+    settle(engine)  # off
+    report(bench, "air_temperature", 0)
+    engine.step()
+    assert Event.objects.filter(kind="held", message__contains="minimum off time").exists()
+    assert [r.path for r in plug.requests] == ["/relay/0?turn=off"]
+    heater.refresh_from_db()
+    assert heater.wanted_on is True and heater.is_on is False
+
+
+def test_manual_override_is_sent_by_the_engine_and_holds_against_the_rules(engine, http_peer, bench):
+    plug = http_peer()
+    heater = http_output(plug)
+    heater_rule(bench, heater)
+    report(bench, "air_temperature", 0)
+    engine.step()
+    settle(engine)
+    heater.refresh_from_db()
+    heater.request_override(False, "grower", 60)
+    engine.step()
+    settle(engine)
+    engine.step()
+    assert [r.path for r in plug.requests] == ["/relay/0?turn=on", "/relay/0?turn=off"]
+    heater.refresh_from_db()
+    heater.request_override(None, "grower", 60)  # handed back: the rule still wants it on
+    engine.step()
+    settle(engine)
+    assert plug.requests[-1].path == "/relay/0?turn=on"
+
+
+def test_mqtt_output_publishes_on_and_off_to_the_broker(engine, bench):
+    host, port = broker_or_skip()
+    topic = f"greenhouse-test/{uuid.uuid4().hex}/cmnd/POWER"
+    subscriber = Subscriber(topic)
+    try:
+        relay = Output.objects.create(
+            name="Relay board", transport="mqtt", mqtt_broker=f"mqtt://{host}:{port}", mqtt_topic=topic
+        )
+        heater_rule(bench, relay)
+        report(bench, "air_temperature", 0)
+        engine.step()
+        command = settle(engine)
+        assert command.ok and "published" in command.detail
+        report(bench, "air_temperature", 20)
+        engine.step()
+        settle(engine)
+        wait_until(lambda: len(subscriber.messages) == 2, what="two MQTT messages")
+        assert [payload for _, payload, _ in subscriber.messages] == ["ON", "OFF"]
+    finally:
+        subscriber.close()
+
+
+def test_an_unreachable_broker_is_a_failed_command_with_the_reason(engine, bench, settings):
+    settings.CONTROL_COMMAND_ATTEMPTS = 1
+    relay = Output.objects.create(name="Relay", transport="mqtt", mqtt_broker="mqtt://127.0.0.1:1", mqtt_topic="x")
+    heater_rule(bench, relay)
+    report(bench, "air_temperature", 0)
+    engine.step()
+    command = settle(engine)
+    assert command.ok is False and "cannot connect to the broker at 127.0.0.1:1" in command.detail
+
+
+def test_offline_sensor_is_reported_by_email_and_webhook(engine, http_peer, bench, settings):
+    smtp = SMTPServer()
+    hook = http_peer()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp.port
+    settings.CONTROL_NOTIFY_EMAILS = ["grower@example.org"]
+    settings.CONTROL_NOTIFY_WEBHOOK = hook.url("/hook")
+    try:
+        Rule.objects.create(
+            name="Bench board silent",
+            kind="offline",
+            sensor=bench,
+            offline_after=timedelta(minutes=10),
+            notify_trigger=True,
+        )
+        report(bench, "air_temperature", 20, age=11 * 60)
+        engine.step()
+        for event in Event.objects.filter(kind="notification"):
+            assert settle(engine, event).ok, event.detail
+        assert len(smtp.messages) == 1 and smtp.messages[0]["to"] == ["grower@example.org"]
+        assert "Bench board silent" in smtp.messages[0]["data"]
+        body = hook.requests[0].json()
+        assert body["rule"] == "Bench board silent" and body["phase"] == "triggered" and body["age_seconds"] >= 660
+        assert hook.requests[0].content_type == "application/json"
+    finally:
+        smtp.close()
+
+
+def test_a_flapping_condition_sends_one_notification_per_cool_down(engine, http_peer, bench, settings):
+    hook = http_peer()
+    settings.CONTROL_NOTIFY_WEBHOOK = hook.url("/hook")
+    heater_rule(bench, http_output(http_peer()), notify_trigger=True, notify_release=True)
+    for value in (0, 20, 0, 20, 0, 20):
+        report(bench, "air_temperature", value)
+        engine.step()
+    settle(engine, Event.objects.filter(kind="notification").get())
+    assert len(hook.requests) == 1 and Rule.objects.get().suppressed == 5
+
+
+def test_a_manual_output_tells_the_grower_what_to_switch(engine, bench, settings):
+    smtp = SMTPServer()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", smtp.port
+    settings.CONTROL_NOTIFY_EMAILS = ["grower@example.org"]
+    try:
+        person = Output.objects.create(name="Frost fleece", transport="manual")
+        heater_rule(bench, person)
+        report(bench, "air_temperature", 0)
+        engine.step()
+        assert settle(engine).ok
+        assert "Please switch Frost fleece ON" in smtp.messages[0]["data"]
+    finally:
+        smtp.close()
+
+
+def test_a_broken_rule_is_logged_and_does_not_stop_the_others(engine, http_peer, bench, caplog):
+    Rule.objects.create(name="A broken rule", kind="offline")  # no sensor: bypassed the admin's validation
+    heater_rule(bench, http_output(http_peer()))
+    report(bench, "air_temperature", 0)
+    engine.step()
+    assert Rule.objects.get(name="Heat the north bench").phase == "triggered"
+    assert "rule 'A broken rule' could not be evaluated" in caplog.text
