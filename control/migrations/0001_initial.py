@@ -8,108 +8,332 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
     dependencies = [
-        ('sensors', '0002_placements_and_calibration'),
+        ("sensors", "0002_placements_and_calibration"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='Output',
+            name="Output",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('transport', models.CharField(choices=[('http', 'HTTP request (Shelly, Tasmota, ...)'), ('mqtt', 'MQTT publish'), ('manual', 'Manual (notify a person)')], default='http', max_length=10)),
-                ('http_method', models.CharField(choices=[('GET', 'GET'), ('POST', 'POST'), ('PUT', 'PUT')], default='GET', max_length=6, verbose_name='HTTP method')),
-                ('http_on_url', models.CharField(blank=True, max_length=500, verbose_name='URL to switch on')),
-                ('http_off_url', models.CharField(blank=True, help_text='Blank: the on URL.', max_length=500, verbose_name='URL to switch off')),
-                ('http_on_body', models.TextField(blank=True, verbose_name='body to switch on')),
-                ('http_off_body', models.TextField(blank=True, verbose_name='body to switch off')),
-                ('http_content_type', models.CharField(blank=True, default='application/json', max_length=100)),
-                ('mqtt_broker', models.CharField(blank=True, help_text='mqtt://user:password@host:1883 or mqtts://...', max_length=300, verbose_name='MQTT broker URL')),
-                ('mqtt_topic', models.CharField(blank=True, max_length=300, verbose_name='MQTT topic')),
-                ('mqtt_on_payload', models.CharField(blank=True, default='ON', max_length=300, verbose_name='payload to switch on')),
-                ('mqtt_off_payload', models.CharField(blank=True, default='OFF', max_length=300, verbose_name='payload to switch off')),
-                ('mqtt_retain', models.BooleanField(default=False, verbose_name='retain')),
-                ('safe_on', models.BooleanField(default=False, help_text='Where the output goes when the data its rule needs is too old or too sparse: off for a heater or pump, on (open) for a vent.', verbose_name='safe state is ON')),
-                ('min_on', models.DurationField(default=datetime.timedelta(0), help_text='e.g. 00:05:00', verbose_name='minimum on time')),
-                ('min_off', models.DurationField(default=datetime.timedelta(0), help_text='e.g. 00:05:00', verbose_name='minimum off time')),
-                ('is_on', models.BooleanField(editable=False, null=True, verbose_name='commanded on')),
-                ('changed_at', models.DateTimeField(editable=False, null=True)),
-                ('change_reason', models.CharField(blank=True, editable=False, max_length=300)),
-                ('wanted_on', models.BooleanField(editable=False, null=True)),
-                ('wanted_safe', models.BooleanField(default=False, editable=False)),
-                ('wanted_reason', models.CharField(blank=True, editable=False, max_length=300)),
-                ('override_on', models.BooleanField(editable=False, null=True)),
-                ('override_until', models.DateTimeField(editable=False, null=True)),
-                ('override_by', models.CharField(blank=True, editable=False, max_length=150)),
-                ('delivered', models.BooleanField(editable=False, null=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                (
+                    "transport",
+                    models.CharField(
+                        choices=[
+                            ("http", "HTTP request (Shelly, Tasmota, ...)"),
+                            ("mqtt", "MQTT publish"),
+                            ("manual", "Manual (notify a person)"),
+                        ],
+                        default="http",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "http_method",
+                    models.CharField(
+                        choices=[("GET", "GET"), ("POST", "POST"), ("PUT", "PUT")],
+                        default="GET",
+                        max_length=6,
+                        verbose_name="HTTP method",
+                    ),
+                ),
+                ("http_on_url", models.CharField(blank=True, max_length=500, verbose_name="URL to switch on")),
+                (
+                    "http_off_url",
+                    models.CharField(
+                        blank=True, help_text="Blank: the on URL.", max_length=500, verbose_name="URL to switch off"
+                    ),
+                ),
+                ("http_on_body", models.TextField(blank=True, verbose_name="body to switch on")),
+                ("http_off_body", models.TextField(blank=True, verbose_name="body to switch off")),
+                ("http_content_type", models.CharField(blank=True, default="application/json", max_length=100)),
+                (
+                    "mqtt_broker",
+                    models.CharField(
+                        blank=True,
+                        help_text="mqtt://user:password@host:1883 or mqtts://...",
+                        max_length=300,
+                        verbose_name="MQTT broker URL",
+                    ),
+                ),
+                ("mqtt_topic", models.CharField(blank=True, max_length=300, verbose_name="MQTT topic")),
+                (
+                    "mqtt_on_payload",
+                    models.CharField(blank=True, default="ON", max_length=300, verbose_name="payload to switch on"),
+                ),
+                (
+                    "mqtt_off_payload",
+                    models.CharField(blank=True, default="OFF", max_length=300, verbose_name="payload to switch off"),
+                ),
+                ("mqtt_retain", models.BooleanField(default=False, verbose_name="retain")),
+                (
+                    "safe_on",
+                    models.BooleanField(
+                        default=False,
+                        help_text="Where the output goes when the data its rule needs is too old or too sparse: off for a heater or pump, on (open) for a vent.",
+                        verbose_name="safe state is ON",
+                    ),
+                ),
+                (
+                    "min_on",
+                    models.DurationField(
+                        default=datetime.timedelta(0), help_text="e.g. 00:05:00", verbose_name="minimum on time"
+                    ),
+                ),
+                (
+                    "min_off",
+                    models.DurationField(
+                        default=datetime.timedelta(0), help_text="e.g. 00:05:00", verbose_name="minimum off time"
+                    ),
+                ),
+                ("is_on", models.BooleanField(editable=False, null=True, verbose_name="commanded on")),
+                ("changed_at", models.DateTimeField(editable=False, null=True)),
+                ("change_reason", models.CharField(blank=True, editable=False, max_length=300)),
+                ("wanted_on", models.BooleanField(editable=False, null=True)),
+                ("wanted_safe", models.BooleanField(default=False, editable=False)),
+                ("wanted_reason", models.CharField(blank=True, editable=False, max_length=300)),
+                ("override_on", models.BooleanField(editable=False, null=True)),
+                ("override_until", models.DateTimeField(editable=False, null=True)),
+                ("override_by", models.CharField(blank=True, editable=False, max_length=150)),
+                ("delivered", models.BooleanField(editable=False, null=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Rule',
+            name="Rule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=100, unique=True)),
-                ('enabled', models.BooleanField(default=True)),
-                ('kind', models.CharField(choices=[('threshold', 'value below/above a threshold'), ('offline', 'sensor offline')], default='threshold', max_length=10)),
-                ('metric', models.CharField(blank=True, help_text='e.g. air_temperature, soil_moisture, humidity', max_length=32)),
-                ('direction', models.CharField(choices=[('below', 'below'), ('above', 'above')], default='below', max_length=5, verbose_name='when the value is')),
-                ('threshold', models.FloatField(blank=True, help_text='Calibrated units (°C, %RH, soil %).', null=True)),
-                ('release', models.FloatField(blank=True, help_text="Released once the value is past this (above it for a 'below' rule): the hysteresis band.", null=True, verbose_name='release threshold')),
-                ('duration', models.DurationField(default=datetime.timedelta(0), help_text='How long the condition must hold before the rule triggers (00:10:00).')),
-                ('offline_after', models.DurationField(default=datetime.timedelta(seconds=600), help_text='Offline rules: silence that counts as offline.')),
-                ('max_age', models.DurationField(default=datetime.timedelta(seconds=120), help_text='Data older than this puts the output in its safe state.')),
-                ('min_samples', models.PositiveIntegerField(default=5, help_text='Fewer samples than this (in the newest two minutes) count as no data.')),
-                ('max_run', models.DurationField(blank=True, help_text='Longest time the rule may stay triggered (bounds a watering).', null=True)),
-                ('active_from', models.TimeField(blank=True, help_text='Active hours, local time (TIME_ZONE).', null=True)),
-                ('active_until', models.TimeField(blank=True, null=True)),
-                ('on_trigger', models.CharField(choices=[('nothing', 'do not switch'), ('on', 'switch the output on'), ('off', 'switch the output off')], default='nothing', max_length=8)),
-                ('on_release', models.CharField(choices=[('nothing', 'do not switch'), ('on', 'switch the output on'), ('off', 'switch the output off')], default='nothing', max_length=8)),
-                ('notify_trigger', models.BooleanField(default=False, verbose_name='notify on trigger')),
-                ('notify_release', models.BooleanField(default=False, verbose_name='notify on release')),
-                ('email_to', models.CharField(blank=True, help_text='Comma-separated addresses; blank: CONTROL_NOTIFY_EMAILS.', max_length=500)),
-                ('webhook_url', models.CharField(blank=True, help_text='Blank: CONTROL_NOTIFY_WEBHOOK.', max_length=500)),
-                ('cooldown', models.DurationField(default=datetime.timedelta(seconds=900), help_text='At most one notification per cool-down; the rest are summed up.')),
-                ('phase', models.CharField(default=control.rules.Phase['IDLE'], editable=False, max_length=10)),
-                ('phase_since', models.DateTimeField(editable=False, null=True)),
-                ('last_notified', models.DateTimeField(editable=False, null=True)),
-                ('suppressed', models.PositiveIntegerField(default=0, editable=False)),
-                ('last_value', models.FloatField(editable=False, null=True)),
-                ('last_age', models.FloatField(editable=False, null=True)),
-                ('last_samples', models.PositiveIntegerField(editable=False, null=True)),
-                ('evaluated_at', models.DateTimeField(editable=False, null=True)),
-                ('location', models.ForeignKey(blank=True, help_text='Instead of a sensor: the mean of the sensors placed there.', null=True, on_delete=django.db.models.deletion.CASCADE, related_name='rules', to='sensors.location')),
-                ('output', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='rules', to='control.output')),
-                ('sensor', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.CASCADE, related_name='rules', to='sensors.sensor')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("name", models.CharField(max_length=100, unique=True)),
+                ("enabled", models.BooleanField(default=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[("threshold", "value below/above a threshold"), ("offline", "sensor offline")],
+                        default="threshold",
+                        max_length=10,
+                    ),
+                ),
+                (
+                    "metric",
+                    models.CharField(
+                        blank=True, help_text="e.g. air_temperature, soil_moisture, humidity", max_length=32
+                    ),
+                ),
+                (
+                    "direction",
+                    models.CharField(
+                        choices=[("below", "below"), ("above", "above")],
+                        default="below",
+                        max_length=5,
+                        verbose_name="when the value is",
+                    ),
+                ),
+                (
+                    "threshold",
+                    models.FloatField(blank=True, help_text="Calibrated units (°C, %RH, soil %).", null=True),
+                ),
+                (
+                    "release",
+                    models.FloatField(
+                        blank=True,
+                        help_text="Released once the value is past this (above it for a 'below' rule): the hysteresis band.",
+                        null=True,
+                        verbose_name="release threshold",
+                    ),
+                ),
+                (
+                    "duration",
+                    models.DurationField(
+                        default=datetime.timedelta(0),
+                        help_text="How long the condition must hold before the rule triggers (00:10:00).",
+                    ),
+                ),
+                (
+                    "offline_after",
+                    models.DurationField(
+                        default=datetime.timedelta(seconds=600),
+                        help_text="Offline rules: silence that counts as offline.",
+                    ),
+                ),
+                (
+                    "max_age",
+                    models.DurationField(
+                        default=datetime.timedelta(seconds=120),
+                        help_text="Data older than this puts the output in its safe state.",
+                    ),
+                ),
+                (
+                    "min_samples",
+                    models.PositiveIntegerField(
+                        default=5, help_text="Fewer samples than this (in the newest two minutes) count as no data."
+                    ),
+                ),
+                (
+                    "max_run",
+                    models.DurationField(
+                        blank=True, help_text="Longest time the rule may stay triggered (bounds a watering).", null=True
+                    ),
+                ),
+                (
+                    "active_from",
+                    models.TimeField(blank=True, help_text="Active hours, local time (TIME_ZONE).", null=True),
+                ),
+                ("active_until", models.TimeField(blank=True, null=True)),
+                (
+                    "on_trigger",
+                    models.CharField(
+                        choices=[
+                            ("nothing", "do not switch"),
+                            ("on", "switch the output on"),
+                            ("off", "switch the output off"),
+                        ],
+                        default="nothing",
+                        max_length=8,
+                    ),
+                ),
+                (
+                    "on_release",
+                    models.CharField(
+                        choices=[
+                            ("nothing", "do not switch"),
+                            ("on", "switch the output on"),
+                            ("off", "switch the output off"),
+                        ],
+                        default="nothing",
+                        max_length=8,
+                    ),
+                ),
+                ("notify_trigger", models.BooleanField(default=False, verbose_name="notify on trigger")),
+                ("notify_release", models.BooleanField(default=False, verbose_name="notify on release")),
+                (
+                    "email_to",
+                    models.CharField(
+                        blank=True, help_text="Comma-separated addresses; blank: CONTROL_NOTIFY_EMAILS.", max_length=500
+                    ),
+                ),
+                (
+                    "webhook_url",
+                    models.CharField(blank=True, help_text="Blank: CONTROL_NOTIFY_WEBHOOK.", max_length=500),
+                ),
+                (
+                    "cooldown",
+                    models.DurationField(
+                        default=datetime.timedelta(seconds=900),
+                        help_text="At most one notification per cool-down; the rest are summed up.",
+                    ),
+                ),
+                ("phase", models.CharField(default=control.rules.Phase["IDLE"], editable=False, max_length=10)),
+                ("phase_since", models.DateTimeField(editable=False, null=True)),
+                ("last_notified", models.DateTimeField(editable=False, null=True)),
+                ("suppressed", models.PositiveIntegerField(default=0, editable=False)),
+                ("last_value", models.FloatField(editable=False, null=True)),
+                ("last_age", models.FloatField(editable=False, null=True)),
+                ("last_samples", models.PositiveIntegerField(editable=False, null=True)),
+                ("evaluated_at", models.DateTimeField(editable=False, null=True)),
+                (
+                    "location",
+                    models.ForeignKey(
+                        blank=True,
+                        help_text="Instead of a sensor: the mean of the sensors placed there.",
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rules",
+                        to="sensors.location",
+                    ),
+                ),
+                (
+                    "output",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="rules",
+                        to="control.output",
+                    ),
+                ),
+                (
+                    "sensor",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="rules",
+                        to="sensors.sensor",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='Event',
+            name="Event",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('time', models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
-                ('kind', models.CharField(choices=[('trigger', 'Trigger'), ('release', 'Release'), ('pending', 'Pending'), ('cleared', 'Cleared'), ('stale', 'Stale'), ('recovered', 'Recovered'), ('exhausted', 'Exhausted'), ('rearmed', 'Rearmed'), ('inactive', 'Inactive'), ('command', 'Command'), ('held', 'Held'), ('notification', 'Notification'), ('override', 'Override'), ('start', 'Start')], max_length=15)),
-                ('message', models.CharField(max_length=500)),
-                ('value', models.FloatField(blank=True, null=True)),
-                ('age', models.FloatField(blank=True, null=True, verbose_name='age of the data (s)')),
-                ('samples', models.PositiveIntegerField(blank=True, null=True)),
-                ('ok', models.BooleanField(help_text='Commands and notifications: delivered? (empty while under way)', null=True)),
-                ('detail', models.TextField(blank=True, help_text="The peer's answer or the error.")),
-                ('user', models.CharField(blank=True, max_length=150)),
-                ('output', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='control.output')),
-                ('rule', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='events', to='control.rule')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("time", models.DateTimeField(db_index=True, default=django.utils.timezone.now)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("trigger", "Trigger"),
+                            ("release", "Release"),
+                            ("pending", "Pending"),
+                            ("cleared", "Cleared"),
+                            ("stale", "Stale"),
+                            ("recovered", "Recovered"),
+                            ("exhausted", "Exhausted"),
+                            ("rearmed", "Rearmed"),
+                            ("inactive", "Inactive"),
+                            ("command", "Command"),
+                            ("held", "Held"),
+                            ("notification", "Notification"),
+                            ("override", "Override"),
+                            ("start", "Start"),
+                        ],
+                        max_length=15,
+                    ),
+                ),
+                ("message", models.CharField(max_length=500)),
+                ("value", models.FloatField(blank=True, null=True)),
+                ("age", models.FloatField(blank=True, null=True, verbose_name="age of the data (s)")),
+                ("samples", models.PositiveIntegerField(blank=True, null=True)),
+                (
+                    "ok",
+                    models.BooleanField(
+                        help_text="Commands and notifications: delivered? (empty while under way)", null=True
+                    ),
+                ),
+                ("detail", models.TextField(blank=True, help_text="The peer's answer or the error.")),
+                ("user", models.CharField(blank=True, max_length=150)),
+                (
+                    "output",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="events",
+                        to="control.output",
+                    ),
+                ),
+                (
+                    "rule",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="events",
+                        to="control.rule",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-time', '-id'],
+                "ordering": ["-time", "-id"],
             },
         ),
     ]
