@@ -39,11 +39,11 @@ def build_stream(boards: int, lines: int) -> bytes:
 def run(stream: bytes, chunk: int) -> tuple[float, int]:
     collector = Collector(CollectorConfig(), NullWriter())  # type: ignore[arg-type]
     framer = LineFramer()
-    handle = collector.handle_lines
+    handle = collector.handle_block
     started = time.perf_counter()
     for offset in range(0, len(stream), chunk):
-        lines, _ = framer.feed(stream[offset : offset + chunk])
-        handle("127.0.0.1", lines, 1_764_000_000.0)
+        block, _ = framer.feed_block(stream[offset : offset + chunk])
+        handle("127.0.0.1", block, 1_764_000_000.0)
     return time.perf_counter() - started, collector.lines
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .aggregator import Aggregator
 from .listener import LineListener, Network
-from .protocol import Reason, Rejected, parse_line
+from .protocol import Reason, Rejected, parse_firmware_block, parse_line
 from .ratelimit import LogLimiter
 from .writer import Writer
 
@@ -115,6 +115,7 @@ class Collector:
             idle_timeout=config.idle_timeout,
             clock=clock,
             allowed_networks=config.allowed_networks,
+            handle_block=self.handle_block,
         )
         self.lines = 0
         self.samples = 0
@@ -186,6 +187,26 @@ class Collector:
         if now >= self._next_idle_sweep:
             self._next_idle_sweep = now + min(self.config.idle_timeout / 10, 5.0)
             self.listener.close_idle()
+
+    def handle_block(self, peer: str, block: bytes, timestamp: float) -> None:
+        """Parse and aggregate the complete lines of one read, given as one block (the listener's callback).
+
+        A block of firmware lines (the normal case) takes the fast path, with exactly the outcome
+        of `handle_lines`; anything else (a bad or tolerated-variant line, a sensor whose metric
+        limit must be checked, unknown sensors to reject) goes line by line through `handle_lines`.
+        """
+        columns = parse_firmware_block(block)
+        if (
+            columns is not None
+            and (self.known_sensors is None or self.known_sensors.macs.issuperset(columns[0]))
+            and self.aggregator.add_firmware_lines(*columns, timestamp, peer)
+        ):
+            self.lines += len(columns[0])
+            self.samples += 3 * len(columns[0])
+            return
+        lines = block.split(b"\n")
+        lines.pop()  # the empty tail after the last "\n"
+        self.handle_lines(peer, lines, timestamp)
 
     def handle_lines(self, peer: str, lines: list[bytes], timestamp: float) -> None:
         """Parse and aggregate the complete lines of one read (the listener's callback)."""
