@@ -109,7 +109,8 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         logger.info(
-            "collector listening on %s:%d (ended minutes written within %gs, the open minute every %gs, database %s, unknown sensors: %s, networks: %s)",
+            "collector listening on %s:%d (ended minutes written within %gs, the open minute every %gs, "
+            "database %s, unknown sensors: %s, networks: %s)",
             host,
             port,
             config.flush_interval,
