@@ -88,8 +88,10 @@ class Database:
 class Collector:
     """`manage.py collect --host 127.0.0.1 --port 0 ...`, its log kept, its port read from the log."""
 
-    def __init__(self, db: Database, *args: str, env: dict[str, str] | None = None) -> None:
-        command = [PYTHON, "manage.py", "collect", "--host", "127.0.0.1", "--port", "0", *args]
+    def __init__(self, db: Database, *args: str, env: dict[str, str] | None = None, profile: str = "") -> None:
+        """`profile`: a file for cProfile's stats of the main (listener) thread, written at exit."""
+        python = [PYTHON, "-m", "cProfile", "-o", profile] if profile else [PYTHON]
+        command = [*python, "manage.py", "collect", "--host", "127.0.0.1", "--port", "0", *args]
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,
@@ -147,6 +149,22 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def thread_cpu(pid: int) -> dict[str, tuple[float, float]]:
+    """(user, system) seconds of the main thread ("main", which serves the sockets) and of all others."""
+    split = {"main": [0.0, 0.0], "other threads": [0.0, 0.0]}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(b")") + 2 :].split()
+        part = split["main" if int(tid) == pid else "other threads"]
+        part[0] += int(fields[11]) / CLOCK_TICKS
+        part[1] += int(fields[12]) / CLOCK_TICKS
+    return {name: (user, system) for name, (user, system) in split.items()}
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm", "rb") as f:
         return int(f.read().split()[1]) * PAGE_BYTES
@@ -183,11 +201,13 @@ class Sampler:
     def start(self) -> Sampler:
         self.wall_start = time.monotonic()
         self.cpu_start = cpu_seconds(self.pid)
+        self.threads_start = thread_cpu(self.pid)
         self._thread.start()
         return self
 
     def stop(self) -> Sampler:
         self.cpu_end = cpu_seconds(self.pid)
+        self.threads_end = thread_cpu(self.pid)
         self.wall_end = time.monotonic()
         self._stop.set()
         self._thread.join()
@@ -205,6 +225,17 @@ class Sampler:
     def cpu_fraction(self) -> float:
         """Average share of one core over the sampled window."""
         return (self.cpu_end - self.cpu_start) / max(self.wall_end - self.wall_start, 1e-9)
+
+    def breakdown(self) -> str:
+        """Share of one core per thread group, user + system (threads that ended are not counted)."""
+        wall = max(self.wall_end - self.wall_start, 1e-9)
+        parts = []
+        for name, (user, system) in self.threads_end.items():
+            user0, system0 = self.threads_start.get(name, (0.0, 0.0))
+            parts.append(
+                f"{name} {(user - user0) / wall * 100:.1f} % user + {(system - system0) / wall * 100:.1f} % sys"
+            )
+        return "; ".join(parts)
 
     @property
     def rss_peak(self) -> int:

@@ -28,12 +28,13 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=120.0, help="seconds of sending (default 120)")
     parser.add_argument("--interval", type=float, default=2.0)
     parser.add_argument("--collect-arg", action="append", default=[], help="extra argument for manage.py collect")
+    parser.add_argument("--profile", default="", help="write cProfile stats of the collector's main thread here")
     args = parser.parse_args()
     raise_file_limit(args.boards + 256)
     print(f"fan-in: {args.boards} boards x 1 line / {args.interval:g} s for {args.duration:g} s; {machine()}")
 
     db = Database()
-    collector = Collector(db, "--stats-interval", "30", *args.collect_arg)
+    collector = Collector(db, "--stats-interval", "30", *args.collect_arg, profile=args.profile)
     fleet = Fleet(args.boards, "127.0.0.1", collector.port)
     try:
         # Connect over 5 s (the reconnect storm is its own figure), then measure the steady state.
@@ -59,6 +60,7 @@ def main() -> int:
     sums_ok = all(
         math.isclose(stored.get(metric, (0, 0.0))[1], total, rel_tol=1e-9) for metric, total in sent.sums.items()
     )
+    print(f"  CPU by thread: {sampler.breakdown()}")
     for line in collector.stats_lines()[-3:]:
         print("  collector", line[line.index("stats:") :])
     print(

@@ -189,6 +189,29 @@ class Aggregator:
             batch.seen(mac, timestamp, peer)
         return refused
 
+    def add_firmware_line(self, mac: str, soil: float, temp: float, hum: float, timestamp: float, peer: str) -> bool:
+        """One firmware line (see protocol.parse_firmware_line); False, adding nothing, as `add_firmware_lines`."""
+        minute = int(timestamp // 60) * 60
+        batch = self._batch if minute == self._minute and self._batch is not None else self._batch_for(minute)
+        trio = self._trios.get(mac)
+        if trio is None:
+            if not _FIRMWARE_SET <= self._metrics.get(mac, _NONE):
+                return False
+            self._trios[mac] = self._trio(batch, mac, minute, soil, temp, hum)
+        else:
+            trio[0].add(soil)
+            trio[1].add(temp)
+            trio[2].add(hum)
+        seen = batch.sensors.get(mac)
+        if seen is None:
+            batch.sensors[mac] = SensorSeen(timestamp, timestamp, peer)
+        elif timestamp >= seen.last_seen:
+            seen.last_seen = timestamp
+            seen.peer = peer
+        elif timestamp < seen.first_seen:
+            seen.first_seen = timestamp
+        return True
+
     def add_firmware_lines(
         self,
         macs: tuple[str, ...],
@@ -226,12 +249,13 @@ class Aggregator:
             batch.seen(mac, timestamp, peer)
             return True
         # Lines of many sensors in one read (a gateway, or the burst benchmark).
-        distinct = set(macs)
-        if not all(_FIRMWARE_SET <= metrics.get(mac, _NONE) for mac in distinct):
-            return False
         minute = minute_start(timestamp)
         batch = self._batch_for(minute)
         trios = self._trios
+        distinct = set(macs)
+        # A sensor with buckets cached in this minute passed the check already.
+        if not all(_FIRMWARE_SET <= metrics.get(mac, _NONE) for mac in distinct.difference(trios)):
+            return False
         for mac, soil, temp, hum in zip(macs, soils, temps, hums, strict=True):
             trio = trios.get(mac)
             if trio is None:
@@ -240,9 +264,16 @@ class Aggregator:
             trio[0].add(soil)
             trio[1].add(temp)
             trio[2].add(hum)
-        seen = batch.seen
-        for mac in distinct:
-            seen(mac, timestamp, peer)
+        sensors = batch.sensors
+        for mac in distinct:  # Batch.seen, inlined
+            seen = sensors.get(mac)
+            if seen is None:
+                sensors[mac] = SensorSeen(timestamp, timestamp, peer)
+            elif timestamp >= seen.last_seen:
+                seen.last_seen = timestamp
+                seen.peer = peer
+            elif timestamp < seen.first_seen:
+                seen.first_seen = timestamp
         return True
 
     @staticmethod

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .aggregator import Aggregator, minute_start
 from .listener import LineListener, Network
-from .protocol import Reason, Rejected, parse_firmware_block, parse_line
+from .protocol import Reason, Rejected, parse_firmware_block, parse_firmware_line, parse_line
 from .ratelimit import LogLimiter
 from .writer import Writer
 
@@ -202,6 +202,18 @@ class Collector:
         of `handle_lines`; anything else (a bad or tolerated-variant line, a sensor whose metric
         limit must be checked, unknown sensors to reject) goes line by line through `handle_lines`.
         """
+        if block.count(b"\n") == 1:  # one line per read: a board every 2 s, the normal case
+            fields = parse_firmware_line(block[:-1])
+            if (
+                fields is not None
+                and (self.known_sensors is None or fields[0] in self.known_sensors.macs)
+                and self.aggregator.add_firmware_line(*fields, timestamp, peer)
+            ):
+                self.lines += 1
+                self.samples += 3
+                return
+            self.handle_lines(peer, [block[:-1]], timestamp)
+            return
         columns = parse_firmware_block(block)
         if (
             columns is not None

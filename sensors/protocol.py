@@ -144,8 +144,8 @@ TEMPERATURE_LOW, TEMPERATURE_HIGH = METRIC_BOUNDS["air_temperature"]
 HUMIDITY_HIGH = METRIC_BOUNDS["humidity"][1]
 
 
-def parse_canonical(raw: bytes) -> Accepted | None:
-    """The firmware line's fast path: its `Accepted`, or None when the full parser must decide."""
+def parse_firmware_line(raw: bytes) -> tuple[str, float, float, float] | None:
+    """The firmware line's fast path: (MAC, soil, temperature, humidity), or None when the full parser must decide."""
     match = _CANONICAL_LINE.match(raw)
     if match is None:
         return None
@@ -153,10 +153,16 @@ def parse_canonical(raw: bytes) -> Accepted | None:
     temperature, humidity = float(temp), float(hum)
     if not (TEMPERATURE_LOW <= temperature <= TEMPERATURE_HIGH and humidity <= HUMIDITY_HIGH):
         return None
-    return Accepted(
-        mac.decode("ascii"),
-        (("soil_moisture", float(soil)), ("air_temperature", temperature), ("humidity", humidity)),
-    )
+    return mac.decode("ascii"), float(soil), temperature, humidity
+
+
+def parse_canonical(raw: bytes) -> Accepted | None:
+    """`parse_firmware_line` as the `Accepted` the full parser would return."""
+    fields = parse_firmware_line(raw)
+    if fields is None:
+        return None
+    mac, soil, temperature, humidity = fields
+    return Accepted(mac, (("soil_moisture", soil), ("air_temperature", temperature), ("humidity", humidity)))
 
 
 def parse_firmware_block(block: bytes) -> tuple[tuple[str, ...], list[float], list[float], list[float]] | None:
