@@ -32,7 +32,7 @@ class CollectorConfig:
     host: str = "0.0.0.0"
     port: int = 5555
     flush_interval: float = 5.0  # closed minutes are handed to the writer within this
-    open_minute_interval: float = 20.0  # the minute still filling is written this often
+    open_minute_interval: float = 30.0  # the minute still filling is written this often
     stats_interval: float = 60.0
     idle_timeout: float = 600.0
     max_connections: int = 12000

@@ -181,11 +181,16 @@ class LineListener:
             if self._server is not None:
                 self._selector.register(self._server, selectors.EVENT_READ, None)
         events = self._selector.select(timeout)
+        if not events:
+            return 0
+        # Read once per wakeup: the data of every ready socket had arrived by now.
+        now, idle_now = self.clock(), self.idle_clock()
+        read = self._read
         for key, _ in events:
             if key.data is None:
                 self._accept(limit=ACCEPTS_PER_POLL)
             else:
-                self._read(key.data)
+                read(key.data, now, idle_now)
         return len(events)
 
     def close_idle(self, now: float | None = None) -> int:
@@ -240,7 +245,7 @@ class LineListener:
             self._selector.register(sock, selectors.EVENT_READ, conn)
             self.counters["connections_opened"] += 1
 
-    def _read(self, conn: Connection) -> None:
+    def _read(self, conn: Connection, now: float, idle_now: float) -> None:
         try:
             size = conn.sock.recv_into(self._buffer)
         except (BlockingIOError, InterruptedError):
@@ -250,17 +255,17 @@ class LineListener:
         if not size:
             self._close(conn)
             return
-        conn.last_active = self.idle_clock()
+        conn.last_active = idle_now
         data = self._view[:size].tobytes()
         try:
             if self.handle_block is not None:
                 block, too_long = conn.framer.feed_block(data)
                 if block:
-                    self.handle_block(conn.peer, block, self.clock())
+                    self.handle_block(conn.peer, block, now)
             else:
                 lines, too_long = conn.framer.feed(data)
                 if lines:
-                    self.handle_lines(conn.peer, lines, self.clock())
+                    self.handle_lines(conn.peer, lines, now)
         except Exception:  # a bug in handling must not stop the other boards being served
             self.counters["handler_errors"] += 1
             logger.exception("error handling lines from %s; closing that connection", conn.peer)

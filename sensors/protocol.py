@@ -300,10 +300,12 @@ class LineFramer:
         Cheaper than a list of lines when the caller scans the block whole (the collector's
         fast path). Lines, limit and too-long outcome are exactly those of `feed`.
         """
+        limit = self.max_line_bytes
         if self._partial:
             data = self._partial + data
+        elif data[-1:] == b"\n" and len(data) <= limit + 1:  # whole short lines: the usual read
+            return data, False
         cut = data.rfind(b"\n") + 1
-        limit = self.max_line_bytes
         if cut and cut > limit and _may_have_long_line(data, cut, limit):
             lines, too_long = self._feed_lines(data[:cut] + b"x")  # the "x" stands for the partial line
             if too_long:
