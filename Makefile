@@ -5,7 +5,10 @@ PY := $(VENV)/bin/python
 # PostgreSQL used by the second half of `make test` (skipped with a reason when unreachable).
 TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
-.PHONY: setup run migrate test test-sqlite test-postgres lint clean
+# PostgreSQL used by `make bench-flush` (only rows it creates are touched, then deleted).
+BENCH_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/bench
+
+.PHONY: setup run migrate test test-sqlite test-postgres lint clean bench bench-fanin bench-storm bench-burst bench-flush
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +42,31 @@ test-sqlite: setup
 
 test-postgres: setup
 	DATABASE_URL=$(TEST_POSTGRES_URL) $(VENV)/bin/pytest
+
+# Benchmarks (docs/benchmarks.md): each starts the real `manage.py collect` on a throwaway SQLite
+# database and prints one PASS/FAIL summary line per figure. `make bench` runs them all (~6 min) and goes on
+# past a FAIL; `make bench-X` exits non-zero on a FAIL.
+bench: setup
+	-$(PY) bench/storm.py
+	-env -u DATABASE_URL $(PY) bench/flush.py
+	-DATABASE_URL=$(BENCH_POSTGRES_URL) $(PY) bench/flush.py
+	-$(PY) bench/burst.py
+	-$(PY) bench/burst.py --boards 10000 --no-bare
+	-$(PY) bench/fanin.py
+
+bench-fanin: setup
+	$(PY) bench/fanin.py
+
+bench-storm: setup
+	$(PY) bench/storm.py
+
+bench-burst: setup
+	$(PY) bench/burst.py
+	$(PY) bench/burst.py --boards 10000 --no-bare
+
+bench-flush: setup
+	env -u DATABASE_URL $(PY) bench/flush.py
+	DATABASE_URL=$(BENCH_POSTGRES_URL) $(PY) bench/flush.py
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* .pytest_cache

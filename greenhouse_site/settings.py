@@ -160,6 +160,9 @@ WHITENOISE_USE_FINDERS = True
 COLLECTOR_HOST = env.str("COLLECTOR_HOST", default="0.0.0.0")
 COLLECTOR_PORT = _typed("int", "COLLECTOR_PORT", 5555)
 COLLECTOR_FLUSH_INTERVAL = _typed("float", "COLLECTOR_FLUSH_INTERVAL", 5.0)
+# The minute still filling is written this often (each write rewrites a row per sensor and metric);
+# a minute that has ended is written within COLLECTOR_FLUSH_INTERVAL. See docs/collector.md.
+COLLECTOR_OPEN_MINUTE_INTERVAL = _typed("float", "COLLECTOR_OPEN_MINUTE_INTERVAL", 30.0)
 COLLECTOR_STATS_INTERVAL = _typed("float", "COLLECTOR_STATS_INTERVAL", 60.0)
 COLLECTOR_IDLE_TIMEOUT = _typed("float", "COLLECTOR_IDLE_TIMEOUT", 600.0)
 COLLECTOR_MAX_CONNECTIONS = _typed("int", "COLLECTOR_MAX_CONNECTIONS", 12000)

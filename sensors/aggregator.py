@@ -38,6 +38,16 @@ class Bucket:
         elif value > self.high:
             self.high = value
 
+    def add_many(self, values: list[float]) -> None:
+        """`add` each value in turn (the same sum, in the same order, in C loops)."""
+        self.count += len(values)
+        self.total = sum(values, self.total)
+        low, high = min(values), max(values)
+        if low < self.low:
+            self.low = low
+        if high > self.high:
+            self.high = high
+
     def merge(self, other: Bucket) -> None:
         self.count += other.count
         self.total += other.total
@@ -139,12 +149,19 @@ def coarsen(buckets: Iterable[tuple[BucketKey, Bucket]], seconds: int) -> dict[B
     return coarse
 
 
+FIRMWARE_METRICS = ("soil_moisture", "air_temperature", "humidity")
+_FIRMWARE_SET = frozenset(FIRMWARE_METRICS)
+_NONE: frozenset[str] = frozenset()
+
+
 class Aggregator:
-    """Collects samples into the current batch; `drain` hands it over for writing.
+    """Collects samples into per-minute batches; `drain` hands them over for writing.
 
     Enforces the bound on distinct metrics per sensor (for this process's life),
     so a board sending a new random key every line cannot grow memory or the
-    database without limit.
+    database without limit. Samples are kept per UTC minute so that the closed
+    minutes can be handed over on their own (`drain_closed`) while the minute
+    still filling is written less often.
     """
 
     # Forget the per-sensor metric sets beyond this many sensors, so a client
@@ -153,8 +170,22 @@ class Aggregator:
 
     def __init__(self, max_metrics_per_sensor: int = 16) -> None:
         self.max_metrics_per_sensor = max_metrics_per_sensor
-        self._batch = Batch()
+        self._minutes: dict[int, Batch] = {}
         self._metrics: dict[str, set[str]] = {}
+        # The minute last added to and, for it, each sensor's three firmware buckets: the
+        # firmware fast path updates them without building keys. Cleared on every drain, as
+        # drained buckets belong to the writer thread from then on.
+        self._minute: int | None = None
+        self._batch: Batch | None = None
+        self._trios: dict[str, tuple[Bucket, Bucket, Bucket]] = {}
+
+    def _batch_for(self, minute: int) -> Batch:
+        if minute != self._minute or self._batch is None:
+            batch = self._minutes.get(minute)
+            if batch is None:
+                batch = self._minutes[minute] = Batch()
+            self._minute, self._batch, self._trios = minute, batch, {}
+        return self._batch
 
     def add(self, mac: str, values: tuple[tuple[str, float], ...], timestamp: float, peer: str) -> int:
         """Add one line's values; return how many were refused as too many metrics."""
@@ -165,7 +196,7 @@ class Aggregator:
                 self._metrics.clear()
             known = self._metrics[mac] = set()
         refused = 0
-        batch = self._batch
+        batch = self._batch_for(minute)
         for metric, value in values:
             if metric not in known:
                 if len(known) >= self.max_metrics_per_sensor:
@@ -177,11 +208,128 @@ class Aggregator:
             batch.seen(mac, timestamp, peer)
         return refused
 
+    def add_firmware_line(self, mac: str, soil: float, temp: float, hum: float, timestamp: float, peer: str) -> bool:
+        """One firmware line (see protocol.parse_firmware_line); False, adding nothing, as `add_firmware_lines`."""
+        minute = int(timestamp // 60) * 60
+        batch = self._batch if minute == self._minute and self._batch is not None else self._batch_for(minute)
+        trio = self._trios.get(mac)
+        if trio is None:
+            if not _FIRMWARE_SET <= self._metrics.get(mac, _NONE):
+                return False
+            self._trios[mac] = self._trio(batch, mac, minute, soil, temp, hum)
+        else:
+            trio[0].add(soil)
+            trio[1].add(temp)
+            trio[2].add(hum)
+        seen = batch.sensors.get(mac)
+        if seen is None:
+            batch.sensors[mac] = SensorSeen(timestamp, timestamp, peer)
+        elif timestamp >= seen.last_seen:
+            seen.last_seen = timestamp
+            seen.peer = peer
+        elif timestamp < seen.first_seen:
+            seen.first_seen = timestamp
+        return True
+
+    def add_firmware_lines(
+        self,
+        macs: tuple[str, ...],
+        soils: list[float],
+        temps: list[float],
+        hums: list[float],
+        timestamp: float,
+        peer: str,
+    ) -> bool:
+        """Add firmware lines given as columns (see protocol.parse_firmware_block), or return False.
+
+        The same outcome as `add` with ``(("soil_moisture", soil), ("air_temperature", temp),
+        ("humidity", hum))`` for each line in order, in far fewer Python steps: one sensor's lines
+        (the usual read) are added with C loops, several sensors' line by line through cached
+        buckets. Returns False, adding nothing, when a sensor has not sent all three metrics
+        before (its metric limit must be checked line by line with `add`).
+        """
+        metrics = self._metrics
+        if macs.count(macs[0]) == len(macs):  # one board's lines, the normal case
+            mac = macs[0]
+            if not _FIRMWARE_SET <= metrics.get(mac, _NONE):
+                return False
+            minute = minute_start(timestamp)
+            batch = self._batch_for(minute)
+            buckets = batch.buckets
+            for metric, values in zip(FIRMWARE_METRICS, (soils, temps, hums), strict=True):
+                key = (mac, metric, minute)
+                bucket = buckets.get(key)
+                if bucket is None:
+                    bucket = buckets[key] = Bucket(values[0])
+                    if len(values) > 1:
+                        bucket.add_many(values[1:])
+                else:
+                    bucket.add_many(values)
+            batch.seen(mac, timestamp, peer)
+            return True
+        # Lines of many sensors in one read (a gateway, or the burst benchmark).
+        minute = minute_start(timestamp)
+        batch = self._batch_for(minute)
+        trios = self._trios
+        distinct = set(macs)
+        # A sensor with buckets cached in this minute passed the check already.
+        if not all(_FIRMWARE_SET <= metrics.get(mac, _NONE) for mac in distinct.difference(trios)):
+            return False
+        for mac, soil, temp, hum in zip(macs, soils, temps, hums, strict=True):
+            trio = trios.get(mac)
+            if trio is None:
+                trios[mac] = self._trio(batch, mac, minute, soil, temp, hum)
+                continue
+            trio[0].add(soil)
+            trio[1].add(temp)
+            trio[2].add(hum)
+        sensors = batch.sensors
+        for mac in distinct:  # Batch.seen, inlined
+            seen = sensors.get(mac)
+            if seen is None:
+                sensors[mac] = SensorSeen(timestamp, timestamp, peer)
+            elif timestamp >= seen.last_seen:
+                seen.last_seen = timestamp
+                seen.peer = peer
+            elif timestamp < seen.first_seen:
+                seen.first_seen = timestamp
+        return True
+
+    @staticmethod
+    def _trio(batch: Batch, mac: str, minute: int, soil: float, temp: float, hum: float) -> tuple:
+        """The sensor's three buckets of the minute, the given values added."""
+        trio = []
+        for metric, value in zip(FIRMWARE_METRICS, (soil, temp, hum), strict=True):
+            bucket = batch.buckets.get((mac, metric, minute))
+            if bucket is None:
+                bucket = batch.buckets[(mac, metric, minute)] = Bucket(value)
+            else:
+                bucket.add(value)
+            trio.append(bucket)
+        return tuple(trio)
+
     def drain(self) -> Batch:
-        """Return everything aggregated so far and start a new, empty batch."""
-        batch, self._batch = self._batch, Batch()
+        """Return everything aggregated so far and start anew."""
+        return self._take(list(self._minutes))
+
+    def drain_closed(self, current_minute: int) -> Batch:
+        """Return the minutes before `current_minute` (closed: no sample will join them)."""
+        return self._take([minute for minute in self._minutes if minute < current_minute])
+
+    def _take(self, minutes: list[int]) -> Batch:
+        self._minute, self._batch, self._trios = None, None, {}
+        if not minutes:
+            return Batch()
+        batch = self._minutes.pop(minutes[0])
+        for minute in minutes[1:]:
+            batch.merge(self._minutes.pop(minute))
         return batch
 
     @property
+    def minutes(self) -> list[int]:
+        """The minutes holding samples not yet drained."""
+        return sorted(self._minutes)
+
+    @property
     def pending_buckets(self) -> int:
-        return len(self._batch.buckets)
+        return sum(len(batch.buckets) for batch in self._minutes.values())

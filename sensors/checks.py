@@ -18,7 +18,12 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
         errors.append(
             Error(f"COLLECTOR_PORT={settings.COLLECTOR_PORT} is not a TCP port (0-65535).", id="sensors.E001")
         )
-    for name in ("COLLECTOR_FLUSH_INTERVAL", "COLLECTOR_STATS_INTERVAL", "COLLECTOR_IDLE_TIMEOUT"):
+    for name in (
+        "COLLECTOR_FLUSH_INTERVAL",
+        "COLLECTOR_OPEN_MINUTE_INTERVAL",
+        "COLLECTOR_STATS_INTERVAL",
+        "COLLECTOR_IDLE_TIMEOUT",
+    ):
         if getattr(settings, name) <= 0:
             errors.append(Error(f"{name} must be a positive number of seconds.", id="sensors.E002"))
     for name in ("COLLECTOR_MAX_CONNECTIONS", "COLLECTOR_MAX_METRICS_PER_SENSOR", "COLLECTOR_MAX_PENDING_BUCKETS"):

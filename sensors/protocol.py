@@ -125,8 +125,75 @@ def _split_identity(item: str) -> str | None:
     return None
 
 
+# --- the fast path: the firmware's own line --------------------------------------------
+# `Soil: 612; temp: 21; hum: 48; from 5c:cf:7f:0a:1b:2c` exactly as the firmware writes it
+# (DHT22 decimals and a `\r` before the `\n` included). It matches only lines the full parser
+# accepts whole with these three values in this order and nothing dropped, once the two range
+# checks below pass; any other line, however slightly different, goes to the full parser.
+# Soil has no sign and at most 9 integer digits, so 0 <= soil < 1e9 holds by construction;
+# humidity has no sign (>= 0); temperature and the humidity ceiling are checked on the floats.
+# `tests/test_protocol.py` proves the fast path and the full parser agree (hypothesis).
+_CANONICAL = (
+    r"Soil: (\d{1,9}(?:\.\d{1,6})?); temp: (-?\d{1,3}(?:\.\d{1,6})?); hum: (\d{1,3}(?:\.\d{1,6})?); "
+    r"from ([0-9a-f]{2}(?::[0-9a-f]{2}){5})\r?"
+)
+_CANONICAL_LINE = re.compile((_CANONICAL + r"\Z").encode("ascii"))
+# The same pattern over a block of complete lines (decoded as ASCII): one match per firmware line.
+_CANONICAL_BLOCK = re.compile(r"^" + _CANONICAL + r"$", re.MULTILINE | re.ASCII)
+TEMPERATURE_LOW, TEMPERATURE_HIGH = METRIC_BOUNDS["air_temperature"]
+HUMIDITY_HIGH = METRIC_BOUNDS["humidity"][1]
+
+
+def parse_firmware_line(raw: bytes) -> tuple[str, float, float, float] | None:
+    """The firmware line's fast path: (MAC, soil, temperature, humidity), or None when the full parser must decide."""
+    match = _CANONICAL_LINE.match(raw)
+    if match is None:
+        return None
+    soil, temp, hum, mac = match.groups()
+    temperature, humidity = float(temp), float(hum)
+    if not (TEMPERATURE_LOW <= temperature <= TEMPERATURE_HIGH and humidity <= HUMIDITY_HIGH):
+        return None
+    return mac.decode("ascii"), float(soil), temperature, humidity
+
+
+def parse_canonical(raw: bytes) -> Accepted | None:
+    """`parse_firmware_line` as the `Accepted` the full parser would return."""
+    fields = parse_firmware_line(raw)
+    if fields is None:
+        return None
+    mac, soil, temperature, humidity = fields
+    return Accepted(mac, (("soil_moisture", soil), ("air_temperature", temperature), ("humidity", humidity)))
+
+
+def parse_firmware_block(block: bytes) -> tuple[tuple[str, ...], list[float], list[float], list[float]] | None:
+    """The fast path for a block of complete lines (each ending in ``\\n``), all firmware lines.
+
+    Returns the columns (MACs, soil, temperature, humidity values, in line order), exactly what
+    `parse_line` would accept from each line, or None when any line is not a firmware line or
+    out of range: the caller then parses the block line by line.
+    """
+    try:
+        text = block.decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    rows = _CANONICAL_BLOCK.findall(text)
+    if not rows or len(rows) != text.count("\n"):
+        return None
+    soil_texts, temp_texts, hum_texts, macs = zip(*rows, strict=True)
+    temps = list(map(float, temp_texts))
+    hums = list(map(float, hum_texts))
+    if min(temps) < TEMPERATURE_LOW or max(temps) > TEMPERATURE_HIGH or max(hums) > HUMIDITY_HIGH:
+        return None
+    return macs, list(map(float, soil_texts)), temps, hums
+
+
 def parse_line(raw: bytes) -> Accepted | Rejected | None:
     """Parse one line (without its ``\\n``). None means an empty line, ignored silently."""
+    return parse_canonical(raw) or parse_line_full(raw)
+
+
+def parse_line_full(raw: bytes) -> Accepted | Rejected | None:
+    """The tolerant parser for any line (`parse_line` tries the firmware's exact line first)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -178,6 +245,21 @@ def parse_line(raw: bytes) -> Accepted | Rejected | None:
     return Accepted(mac, tuple(values.items()), tuple(dropped))
 
 
+def _may_have_long_line(data: bytes, end: int, limit: int) -> bool:
+    """Could `data[:end]` hold a run of more than `limit` bytes without a newline?
+
+    A run of at least limit + 1 bytes covers a whole aligned window of (limit + 2) // 2 bytes,
+    so looking for ``\\n`` in each window (a few hundred `find` calls for 256 KiB) never misses
+    one; a window without ``\\n`` only means the exact, per-line check must run.
+    """
+    width = (limit + 2) // 2
+    find = data.find
+    for start in range(0, end - width + 1, width):
+        if find(b"\n", start, start + width) < 0:
+            return True
+    return False
+
+
 class LineFramer:
     """Cuts one connection's byte stream into lines at ``\\n``.
 
@@ -210,6 +292,40 @@ class LineFramer:
         if len(self._partial) > limit:
             self._partial = b""
             return lines, True
+        return lines, False
+
+    def feed_block(self, data: bytes) -> tuple[bytes, bool]:
+        """Like `feed`, but return the complete lines as one block of bytes, each ending in ``\\n``.
+
+        Cheaper than a list of lines when the caller scans the block whole (the collector's
+        fast path). Lines, limit and too-long outcome are exactly those of `feed`.
+        """
+        limit = self.max_line_bytes
+        if self._partial:
+            data = self._partial + data
+        elif data[-1:] == b"\n" and len(data) <= limit + 1:  # whole short lines: the usual read
+            return data, False
+        cut = data.rfind(b"\n") + 1
+        if cut and cut > limit and _may_have_long_line(data, cut, limit):
+            lines, too_long = self._feed_lines(data[:cut] + b"x")  # the "x" stands for the partial line
+            if too_long:
+                self._partial = b""
+                return b"".join(line + b"\n" for line in lines), True
+        block, partial = data[:cut], data[cut:]
+        if len(partial) > limit:
+            self._partial = b""
+            return block, True
+        self._partial = partial
+        return block, False
+
+    def _feed_lines(self, data: bytes) -> tuple[list[bytes], bool]:
+        """`feed` without keeping anything: the complete lines of `data` and whether one is too long."""
+        lines = data.split(b"\n")
+        lines.pop()
+        limit = self.max_line_bytes
+        for index, line in enumerate(lines):
+            if len(line) > limit:
+                return lines[:index], True
         return lines, False
 
     def finish(self) -> bool:

@@ -322,3 +322,33 @@ def test_merge_with_a_bound_still_adds_to_existing_buckets_and_reports_dropped_s
     assert pending.merge(incoming, max_buckets=1) == 2
     assert pending.buckets[(MAC, "humidity", 0)].count == 2
     assert (MAC, "humidity", 60) not in pending.buckets
+
+
+def test_drain_closed_takes_only_the_minutes_before_the_current_one_with_their_sensors() -> None:
+    aggregator = Aggregator()
+    aggregator.add(MAC, (("humidity", 40.0),), BOUNDARY - 1, "p")
+    aggregator.add(OTHER_MAC, (("humidity", 41.0),), BOUNDARY + 1, "p")
+    closed = aggregator.drain_closed(BOUNDARY)
+    assert snapshot(closed) == {(MAC, "humidity", BOUNDARY - 60): (1, 40.0, 40.0, 40.0)}
+    assert set(closed.sensors) == {MAC}
+    assert aggregator.minutes == [BOUNDARY]
+    assert not aggregator.drain_closed(BOUNDARY)
+    rest = aggregator.drain()
+    assert snapshot(rest) == {(OTHER_MAC, "humidity", BOUNDARY): (1, 41.0, 41.0, 41.0)}
+    assert aggregator.pending_buckets == 0
+
+
+def test_firmware_columns_add_like_lines_and_decline_sensors_without_the_three_metrics() -> None:
+    columns = ((MAC, MAC), [600.0, 610.0], [20.0, 21.5], [50.0, 49.0])
+    fast = Aggregator()
+    assert fast.add_firmware_lines(*columns, BOUNDARY, "p") is False  # metric limit not checked yet
+    assert fast.pending_buckets == 0
+    slow = Aggregator()
+    for aggregator in (fast, slow):
+        aggregator.add(MAC, (("soil_moisture", 1.0), ("air_temperature", 2.0), ("humidity", 3.0)), BOUNDARY, "p")
+    assert fast.add_firmware_lines(*columns, BOUNDARY + 1, "q") is True
+    for soil, temp, hum in zip(*columns[1:], strict=True):
+        slow.add(MAC, (("soil_moisture", soil), ("air_temperature", temp), ("humidity", hum)), BOUNDARY + 1, "q")
+    fast_batch, slow_batch = fast.drain(), slow.drain()
+    assert snapshot(fast_batch) == snapshot(slow_batch)
+    assert fast_batch.sensors == slow_batch.sensors

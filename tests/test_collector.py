@@ -109,3 +109,54 @@ def test_known_sensors_keep_the_last_good_list_when_the_database_fails():
     assert known.refresh() is True
     assert known.refresh() is False
     assert known.macs == frozenset({"5c:cf:7f:00:00:01"})
+
+
+# --- flush policy: ended minutes promptly, the open minute every open_minute_interval -----
+class RecordingWriter:
+    pending_buckets = 0
+    rows_written = 0
+    dropped_samples = 0
+
+    def __init__(self) -> None:
+        self.batches: list = []
+
+    def start(self) -> None:
+        pass
+
+    def submit(self, batch) -> None:
+        if batch:
+            self.batches.append(batch)
+
+    def finish(self, timeout: float) -> int:
+        return 0
+
+
+def minutes_of(batch) -> set[int]:
+    return {minute for _, _, minute in batch.buckets}
+
+
+@pytest.mark.django_db(transaction=False)
+def test_ended_minutes_are_handed_over_each_flush_and_the_open_minute_only_every_open_interval(clock):
+    writer = RecordingWriter()
+    config = CollectorConfig(host="127.0.0.1", port=0, flush_interval=0.01, open_minute_interval=3600)
+    collector = Collector(config, writer, clock=clock)  # type: ignore[arg-type]
+    collector.start()
+    try:
+        line = b"Soil: 600; temp: 20; hum: 50; from 5c:cf:7f:0a:1b:2c\n"
+        collector.handle_block("10.0.0.1", line * 2, clock())  # minute 10:15
+        time.sleep(0.02)
+        collector.step(0)
+        assert writer.batches == []  # 10:15 is still open
+        clock.now = MINUTE + 61.0
+        collector.handle_block("10.0.0.1", line, clock())  # minute 10:16
+        time.sleep(0.02)
+        collector.step(0)
+        assert [minutes_of(batch) for batch in writer.batches] == [{int(MINUTE)}]
+        assert writer.batches[0].sensors["5c:cf:7f:0a:1b:2c"].last_seen == MINUTE + 58.5
+        assert collector.aggregator.minutes == [int(MINUTE) + 60]
+        collector._next_open_flush = 0.0  # the open-minute interval has passed
+        collector.step(0)
+        assert minutes_of(writer.batches[-1]) == {int(MINUTE) + 60}
+        assert collector.aggregator.pending_buckets == 0
+    finally:
+        collector.listener.close_all()

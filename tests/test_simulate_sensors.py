@@ -45,7 +45,7 @@ def test_boards_speak_the_exact_firmware_format():
 
 
 def test_every_line_the_fleet_sends_is_stored(start_collector):
-    collector = start_collector("--flush-interval", "0.3")
+    collector = start_collector("--flush-interval", "0.3", "--open-minute-interval", "0.3")
     fleet = simulate(collector.port, "--sensors", "6", "--interval", "0.1", "--duration", "2")
     output, _ = fleet.communicate(timeout=30)
     assert fleet.returncode == 0, output

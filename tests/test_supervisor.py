@@ -58,6 +58,7 @@ def supervisord():
         COLLECTOR_HOST="127.0.0.1",
         COLLECTOR_PORT=str(port),
         COLLECTOR_FLUSH_INTERVAL="0.5",
+        COLLECTOR_OPEN_MINUTE_INTERVAL="0.5",
         GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{free_port()}",
     )
     process = subprocess.Popen(

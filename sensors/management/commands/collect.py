@@ -38,7 +38,13 @@ class Command(BaseCommand):
             "--flush-interval",
             type=float,
             default=settings.COLLECTOR_FLUSH_INTERVAL,
-            help="seconds between database writes (default %(default)s)",
+            help="a minute that has ended is written within this many seconds (default %(default)s)",
+        )
+        parser.add_argument(
+            "--open-minute-interval",
+            type=float,
+            default=settings.COLLECTOR_OPEN_MINUTE_INTERVAL,
+            help="seconds between writes of the minute still filling (default %(default)s)",
         )
         parser.add_argument(
             "--stats-interval",
@@ -60,7 +66,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **options) -> None:
-        for name in ("flush_interval", "stats_interval", "idle_timeout"):
+        for name in ("flush_interval", "open_minute_interval", "stats_interval", "idle_timeout"):
             if options[name] <= 0:
                 raise CommandError(f"--{name.replace('_', '-')} must be a positive number of seconds")
         if not 0 <= options["port"] <= 65535:
@@ -74,6 +80,7 @@ class Command(BaseCommand):
             host=options["host"],
             port=options["port"],
             flush_interval=options["flush_interval"],
+            open_minute_interval=options["open_minute_interval"],
             stats_interval=options["stats_interval"],
             idle_timeout=options["idle_timeout"],
             max_connections=options["max_connections"],
@@ -105,10 +112,12 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
         logger.info(
-            "collector listening on %s:%d (flush every %gs, database %s, unknown sensors: %s, networks: %s)",
+            "collector listening on %s:%d (ended minutes written within %gs, the open minute every %gs, "
+            "database %s, unknown sensors: %s, networks: %s)",
             host,
             port,
             config.flush_interval,
+            config.open_minute_interval,
             connection.vendor,
             settings.COLLECTOR_UNKNOWN_SENSORS,
             ", ".join(settings.COLLECTOR_ALLOWED_NETWORKS) or "any",
