@@ -275,10 +275,12 @@ class Rule(models.Model):
                         "For an 'above' rule the release threshold must be at or below the threshold "
                         f"({self.threshold:g}), e.g. open above 30 °C, close below 27 °C."
                     )
-            floor = settings.COLLECTOR_FLUSH_INTERVAL + settings.CONTROL_INTERVAL
+            # The minute still filling is written every COLLECTOR_OPEN_MINUTE_INTERVAL (ended ones sooner).
+            arrives = max(settings.COLLECTOR_FLUSH_INTERVAL, settings.COLLECTOR_OPEN_MINUTE_INTERVAL)
+            floor = arrives + settings.CONTROL_INTERVAL
             if self.max_age is not None and self.max_age.total_seconds() <= floor:
                 errors["max_age"] = (
-                    f"Data arrives every {settings.COLLECTOR_FLUSH_INTERVAL:g}s (collector flush) and is read every "
+                    f"Data arrives every {arrives:g}s (collector writes) and is read every "
                     f"{settings.CONTROL_INTERVAL:g}s: a maximum age of {floor:g}s or less would always be stale."
                 )
         if self.on_trigger != "nothing" or self.on_release != "nothing":

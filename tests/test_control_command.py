@@ -86,7 +86,7 @@ def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_ag
         on_trigger="on",
         on_release="off",
     )
-    collector = start_collector("--flush-interval", "0.3", "--stats-interval", "3600")
+    collector = start_collector("--flush-interval", "0.3", "--open-minute-interval", "0.3", "--stats-interval", "3600")
     control = ControlProcess("--interval", "0.3")
     try:
         paths = lambda: [request.path for request in plug.requests]  # noqa: E731
