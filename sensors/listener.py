@@ -26,7 +26,12 @@ from .ratelimit import LogLimiter
 logger = logging.getLogger(__name__)
 
 RECV_BYTES = 262144  # one read takes whatever has arrived, up to this (a fast sender's backlog)
-LISTEN_BACKLOG = 4096
+# Connections the kernel completes before we accept them; Linux caps it at net.core.somaxconn
+# (4096 by default since 5.4), so asking for more lets a raised sysctl take effect. A full
+# queue drops SYNs and the board retries after 1 s, then 3 s (the old server's 3 s delays).
+LISTEN_BACKLOG = 65535
+# Accepts per wakeup: 10,000 boards reconnecting at once are taken in ~20 wakeups while the
+# connections already open keep being read in between.
 ACCEPTS_PER_POLL = 512
 ACCEPT_PAUSE = 1.0
 
