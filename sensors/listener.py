@@ -109,6 +109,9 @@ class LineListener:
         self._selector = selectors.DefaultSelector()
         self._server: socket.socket | None = None
         self._connections: dict[int, Connection] = {}
+        # Did the last poll find more waiting than one wakeup takes (a full read, a full accept
+        # batch)? If not, the caller may wait a little before the next poll (see Collector.step).
+        self.saturated = False
 
     # --- lifecycle -----------------------------------------------------------
     def bind(self) -> tuple[str, int]:
@@ -185,6 +188,7 @@ class LineListener:
             self._accept_paused_until = None
             if self._server is not None:
                 self._selector.register(self._server, selectors.EVENT_READ, None)
+        self.saturated = False
         events = self._selector.select(timeout)
         if not events:
             return 0
@@ -228,6 +232,8 @@ class LineListener:
                     self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
             accepted += 1
+            if accepted == limit:
+                self.saturated = True
             if self.allowed_networks is not None and not peer_allowed(address[0], self.allowed_networks):
                 self.counters["refused_network"] += 1
                 if self._log_limiter.allow("refused_network"):
@@ -260,6 +266,8 @@ class LineListener:
         if not size:
             self._close(conn)
             return
+        if size == RECV_BYTES:
+            self.saturated = True
         conn.last_active = idle_now
         data = self._view[:size].tobytes()
         try:
