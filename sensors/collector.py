@@ -235,7 +235,7 @@ class Collector:
         self.handle_lines(peer, lines, timestamp)
 
     def handle_lines(self, peer: str, lines: list[bytes], timestamp: float) -> None:
-        """Parse and aggregate the complete lines of one read (the listener's callback)."""
+        """Parse and aggregate complete lines one by one (what `handle_block` falls back to)."""
         aggregator = self.aggregator
         for raw in lines:
             parsed = parse_line(raw)
