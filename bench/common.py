@@ -165,6 +165,15 @@ def thread_cpu(pid: int) -> dict[str, tuple[float, float]]:
     return {name: (user, system) for name, (user, system) in split.items()}
 
 
+def main_thread_wakeups(pid: int) -> int:
+    """Voluntary context switches of the main thread: about one per blocking poll (wakeups)."""
+    with open(f"/proc/{pid}/task/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    return 0
+
+
 def rss_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/statm", "rb") as f:
         return int(f.read().split()[1]) * PAGE_BYTES
@@ -202,12 +211,14 @@ class Sampler:
         self.wall_start = time.monotonic()
         self.cpu_start = cpu_seconds(self.pid)
         self.threads_start = thread_cpu(self.pid)
+        self.wakeups_start = main_thread_wakeups(self.pid)
         self._thread.start()
         return self
 
     def stop(self) -> Sampler:
         self.cpu_end = cpu_seconds(self.pid)
         self.threads_end = thread_cpu(self.pid)
+        self.wakeups_end = main_thread_wakeups(self.pid)
         self.wall_end = time.monotonic()
         self._stop.set()
         self._thread.join()
@@ -235,7 +246,8 @@ class Sampler:
             parts.append(
                 f"{name} {(user - user0) / wall * 100:.1f} % user + {(system - system0) / wall * 100:.1f} % sys"
             )
-        return "; ".join(parts)
+        wakeups = (self.wakeups_end - self.wakeups_start) / wall
+        return "; ".join(parts) + f"; main thread {wakeups:,.0f} wakeups/s"
 
     @property
     def rss_peak(self) -> int:

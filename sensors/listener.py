@@ -26,7 +26,12 @@ from .ratelimit import LogLimiter
 logger = logging.getLogger(__name__)
 
 RECV_BYTES = 262144  # one read takes whatever has arrived, up to this (a fast sender's backlog)
-LISTEN_BACKLOG = 4096
+# Connections the kernel completes before we accept them; Linux caps it at net.core.somaxconn
+# (4096 by default since 5.4), so asking for more lets a raised sysctl take effect. A full
+# queue drops SYNs and the board retries after 1 s, then 3 s (the old server's 3 s delays).
+LISTEN_BACKLOG = 65535
+# Accepts per wakeup: 10,000 boards reconnecting at once are taken in ~20 wakeups while the
+# connections already open keep being read in between.
 ACCEPTS_PER_POLL = 512
 ACCEPT_PAUSE = 1.0
 
@@ -104,6 +109,9 @@ class LineListener:
         self._selector = selectors.DefaultSelector()
         self._server: socket.socket | None = None
         self._connections: dict[int, Connection] = {}
+        # Did the last poll find more waiting than one wakeup takes (a full read, a full accept
+        # batch)? If not, the caller may wait a little before the next poll (see Collector.step).
+        self.saturated = False
 
     # --- lifecycle -----------------------------------------------------------
     def bind(self) -> tuple[str, int]:
@@ -180,6 +188,7 @@ class LineListener:
             self._accept_paused_until = None
             if self._server is not None:
                 self._selector.register(self._server, selectors.EVENT_READ, None)
+        self.saturated = False
         events = self._selector.select(timeout)
         if not events:
             return 0
@@ -223,6 +232,8 @@ class LineListener:
                     self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
             accepted += 1
+            if accepted == limit:
+                self.saturated = True
             if self.allowed_networks is not None and not peer_allowed(address[0], self.allowed_networks):
                 self.counters["refused_network"] += 1
                 if self._log_limiter.allow("refused_network"):
@@ -255,6 +266,8 @@ class LineListener:
         if not size:
             self._close(conn)
             return
+        if size == RECV_BYTES:
+            self.saturated = True
         conn.last_active = idle_now
         data = self._view[:size].tobytes()
         try:

@@ -117,3 +117,19 @@ def test_unresolvable_host_raises_a_readable_error():
 def test_peer_allowed_matches_ipv4_ipv6_and_mapped_addresses(host, allowed):
     networks = [ipaddress.ip_network("192.168.1.0/24"), ipaddress.ip_network("2001:db8::/32")]
     assert peer_allowed(host, networks) is allowed
+
+
+def test_block_handler_gets_whole_lines_and_a_too_long_line_closes_after_the_lines_before_it():
+    blocks: list[bytes] = []
+    server = LineListener("127.0.0.1", 0, lambda *a: None, handle_block=lambda peer, block, ts: blocks.append(block))
+    server.bind()
+    try:
+        with socket.create_connection((server.host, server.port)) as sock:
+            sock.sendall(b"one\ntw")
+            poll_until(server, lambda: blocks)
+            sock.sendall(b"o\n" + b"x" * 1025 + b"\nthree\n")
+            poll_until(server, lambda: server.connection_count == 0)
+        assert b"".join(blocks) == b"one\ntwo\n"
+        assert server.counters["line_too_long"] == 1
+    finally:
+        server.close_all()
