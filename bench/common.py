@@ -8,9 +8,7 @@ RSS sampled from /proc/PID/status. No third-party dependency.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -20,14 +18,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from tests.processes import CollectorProcess  # noqa: E402
+
 PYTHON = sys.executable
-LISTENING_RE = re.compile(r"collector listening on (\S+):(\d+)")
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def raise_file_limit(wanted: int) -> int:
-    sys.path.insert(0, str(ROOT))
     from sensors.system import raise_file_limit as lift
 
     return lift(wanted)
@@ -85,59 +84,22 @@ class Database:
 
 
 # --- the collector under test ----------------------------------------------------------
-class Collector:
+class Collector(CollectorProcess):
     """`manage.py collect --host 127.0.0.1 --port 0 ...`, its log kept, its port read from the log."""
 
     def __init__(self, db: Database, *args: str, env: dict[str, str] | None = None, profile: str = "") -> None:
         """`profile`: a file for cProfile's stats of the main (listener) thread, written at exit."""
         python = [PYTHON, "-m", "cProfile", "-o", profile] if profile else [PYTHON]
-        command = [*python, "manage.py", "collect", "--host", "127.0.0.1", "--port", "0", *args]
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env={**db.env, **(env or {})},
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.pid = self.process.pid
-        self.lines: list[str] = []
-        self.port = 0
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read_output, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(30) or not self.port:
-            self.process.kill()
-            raise SystemExit("collector did not start listening:\n" + self.output)
-
-    def _read_output(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            match = LISTENING_RE.search(line)
-            if match:
-                self.port = int(match.group(2))
-                self._ready.set()
-        self._ready.set()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
+        try:
+            super().__init__(*args, env={**db.env, **(env or {})}, python=python, ready_seconds=30)
+        except AssertionError as exc:
+            raise SystemExit(str(exc)) from None
 
     def stats_lines(self) -> list[str]:
         return [line.strip() for line in self.lines if "stats:" in line]
 
     def stop(self, timeout: float = 60.0) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        return super().stop(timeout)
 
 
 # --- /proc measurements ----------------------------------------------------------------

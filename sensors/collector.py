@@ -10,7 +10,6 @@ writer thread, so a slow database never stalls reading from the sensors.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -18,6 +17,7 @@ from dataclasses import dataclass, field
 
 from .aggregator import Aggregator, minute_start
 from .listener import LineListener, Network
+from .periodic import PeriodicThread
 from .protocol import Reason, Rejected, parse_firmware_block, parse_firmware_line, parse_line
 from .ratelimit import LogLimiter
 from .writer import Writer
@@ -68,11 +68,8 @@ class KnownSensors:
         on_exit: Callable[[], None] | None = None,
     ) -> None:
         self.loader = loader
-        self.interval = interval
-        self.on_exit = on_exit
         self.macs: frozenset[str] = frozenset()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread("known-sensors", self.refresh, interval, on_exit)
 
     def refresh(self) -> bool:
         try:
@@ -83,22 +80,10 @@ class KnownSensors:
         return True
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="known-sensors", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.refresh()
-                self._stop.wait(self.interval)
-        finally:
-            if self.on_exit is not None:
-                self.on_exit()
+        self._thread.stop()
 
 
 class Collector:

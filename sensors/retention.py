@@ -10,12 +10,12 @@ for long while the collector is writing.
 from __future__ import annotations
 
 import logging
-import threading
 from datetime import UTC, datetime, timedelta
 
 from django.db import DatabaseError, connection
 
 from .models import Reading
+from .periodic import PeriodicThread
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +50,7 @@ class RetentionThread:
     def __init__(self, keep_days: int, interval: float = PURGE_INTERVAL_SECONDS) -> None:
         self.keep_days = keep_days
         self.interval = interval
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._thread = PeriodicThread("retention", self.purge_once, interval, connection.close, join_seconds=10)
 
     def purge_once(self) -> int:
         try:
@@ -65,20 +64,8 @@ class RetentionThread:
         return deleted
 
     def start(self) -> None:
-        if self.keep_days <= 0:
-            return
-        self._thread = threading.Thread(target=self._run, name="retention", daemon=True)
-        self._thread.start()
+        if self.keep_days > 0:
+            self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _run(self) -> None:
-        try:
-            while not self._stop.is_set():
-                self.purge_once()
-                self._stop.wait(self.interval)
-        finally:
-            connection.close()
+        self._thread.stop()

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-LISTENING_RE = re.compile(r"collector listening on (\S+):(\d+)")
+from tests.processes import CollectorProcess
 
 
 # --- services: PostgreSQL must be there when DATABASE_URL names it ----------------------
@@ -81,62 +74,12 @@ def manage_env(**extra: str) -> dict[str, str]:
     return env
 
 
-class CollectorProcess:
-    """`manage.py collect` on a free port, with its log captured line by line."""
-
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "manage.py", "collect", "--host", "127.0.0.1", "--port", "0", *args]
-        self.process = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env or manage_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.port = 0
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read_output, daemon=True)
-        self._reader.start()
-        if not self._ready.wait(20):
-            self.process.kill()
-            raise AssertionError("collector did not start listening:\n" + self.output)
-
-    def _read_output(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-            match = LISTENING_RE.search(line)
-            if match:
-                self.port = int(match.group(2))
-                self._ready.set()
-        self._ready.set()
-
-    @property
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def stop(self, timeout: float = 15.0) -> int:
-        """SIGTERM, as supervisor does; return the exit code."""
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
-
-
 @pytest.fixture
 def start_collector() -> Iterator:
     started: list[CollectorProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> CollectorProcess:
-        collector = CollectorProcess(*args, env=env)
+        collector = CollectorProcess(*args, env=env or manage_env())
         started.append(collector)
         return collector
 

@@ -2,57 +2,25 @@
 
 from __future__ import annotations
 
-import signal
 import socket
-import subprocess
-import sys
-import threading
 
 import pytest
 from django.core.management import CommandError, call_command
 
 from control.models import Event, Output, Rule
 from sensors.models import Sensor
-from tests.conftest import ROOT, manage_env
+from tests.conftest import manage_env
 from tests.peers import RecordingServer, wait_until
+from tests.processes import ManageProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MAC = "5c:cf:7f:0a:1b:2c"
 
 
-class ControlProcess:
+def start_control(*args: str) -> ManageProcess:
     """`manage.py control` as supervisor runs it, with its log kept."""
-
-    def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "manage.py", "control", *args],
-            cwd=ROOT,
-            env=manage_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(15)
-        self.reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+    return ManageProcess("control", *args, env=manage_env())
 
 
 @pytest.fixture
@@ -87,7 +55,7 @@ def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_ag
         on_release="off",
     )
     collector = start_collector("--flush-interval", "0.3", "--open-minute-interval", "0.3", "--stats-interval", "3600")
-    control = ControlProcess("--interval", "0.3")
+    control = start_control("--interval", "0.3")
     try:
         paths = lambda: [request.path for request in plug.requests]  # noqa: E731
         # No data yet: the heater is put in its safe state (off) first.

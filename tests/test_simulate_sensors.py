@@ -15,7 +15,8 @@ from django.core.management import call_command
 
 from sensors.protocol import Accepted, parse_line
 from sensors.simulator import make_fleet
-from tests.conftest import ROOT, manage_env
+from tests.conftest import manage_env
+from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

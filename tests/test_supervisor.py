@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from sensors.models import Reading
-from tests.conftest import ROOT, manage_env
+from tests.conftest import manage_env
+from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

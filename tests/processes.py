@@ -1,0 +1,93 @@
+"""`manage.py` commands as subprocesses, as supervisor runs them: log kept line by line, SIGTERM to stop.
+
+Shared by the end-to-end tests (collector, control) and by bench/, so they start
+and stop the real commands in one way.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+LISTENING_RE = re.compile(r"collector listening on (\S+):(\d+)")
+
+
+class ManageProcess:
+    """`python manage.py <args>` with its output read by a thread into `lines`."""
+
+    def __init__(self, *args: str, env: dict[str, str], python: Sequence[str] = (sys.executable,)) -> None:
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [*python, "manage.py", *args],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self.pid = self.process.pid
+        self._reader = threading.Thread(target=self._read_output, daemon=True)
+        self._reader.start()
+
+    def _read_output(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+            self.on_line(line)
+        self.on_output_end()
+
+    def on_line(self, line: str) -> None:
+        """Called in the reader thread for each line of output."""
+
+    def on_output_end(self) -> None:
+        """Called in the reader thread when the process closed its output."""
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, as supervisor does; return the exit code."""
+        self.process.send_signal(signal.SIGTERM)
+        code = self.process.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+
+
+class CollectorProcess(ManageProcess):
+    """`manage.py collect` on a free port of 127.0.0.1; the port is read from its log."""
+
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str],
+        python: Sequence[str] = (sys.executable,),
+        ready_seconds: float = 20.0,
+    ) -> None:
+        self.port = 0
+        self._ready = threading.Event()
+        super().__init__("collect", "--host", "127.0.0.1", "--port", "0", *args, env=env, python=python)
+        if not self._ready.wait(ready_seconds) or not self.port:
+            self.process.kill()
+            raise AssertionError("collector did not start listening:\n" + self.output)
+
+    def on_line(self, line: str) -> None:
+        match = LISTENING_RE.search(line)
+        if match:
+            self.port = int(match.group(2))
+            self._ready.set()
+
+    def on_output_end(self) -> None:
+        self._ready.set()
