@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import islice
+from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 
@@ -106,20 +108,13 @@ def _refresh_sensors_by_copy(batch: Batch) -> dict[str, int]:
     mac, last_seen, last_peer = (
         quote(Sensor._meta.get_field(name).column) for name in ("mac", "last_seen", "last_peer")
     )
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {SEEN_TABLE} (mac text, last_seen timestamptz, last_peer inet) "
-            "ON COMMIT DROP"
-        )
-        with cursor.cursor.copy(f"COPY {SEEN_TABLE} FROM STDIN") as copy:
-            for address, seen in batch.sensors.items():
-                copy.write_row((address, _utc(seen.last_seen), seen.peer or None))
+    rows = ((address, _utc(seen.last_seen), seen.peer or None) for address, seen in batch.sensors.items())
+    with _copied_rows(SEEN_TABLE, "mac text, last_seen timestamptz, last_peer inet", rows) as (cursor, _):
         cursor.execute(
             f"UPDATE {quote(table)} AS s SET {last_seen} = t.last_seen, {last_peer} = t.last_peer "
             f"FROM {SEEN_TABLE} AS t WHERE s.{mac} = t.mac RETURNING s.{mac}, s.{quote('id')}"
         )
         ids = dict(cursor.fetchall())
-        cursor.execute(f"TRUNCATE {SEEN_TABLE}")
     return ids
 
 
@@ -191,20 +186,31 @@ def merge_readings(
 
 def _merge_by_copy(model: type[ReadingFields], rows: Iterable[tuple]) -> int:
     """PostgreSQL: COPY the rows into a temporary table, then merge them in one statement."""
-    written = 0
-    with transaction.atomic(), connection.cursor() as cursor:  # the temporary table lives until commit
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {MERGE_TABLE} (sensor bigint, metric text, start timestamptz, "
-            "samples integer, value_sum double precision, value_min double precision, value_max double precision) "
-            "ON COMMIT DROP"
-        )
-        with cursor.cursor.copy(f"COPY {MERGE_TABLE} FROM STDIN") as copy:
+    columns = (
+        "sensor bigint, metric text, start timestamptz, samples integer, "
+        "value_sum double precision, value_min double precision, value_max double precision"
+    )
+    with _copied_rows(MERGE_TABLE, columns, rows) as (cursor, written):
+        cursor.execute(_merge_sql(model, written))
+    return written
+
+
+@contextmanager
+def _copied_rows(table: str, columns: str, rows: Iterable[tuple]) -> Iterator[tuple[Any, int]]:
+    """PostgreSQL: `rows` COPYed into temporary `table` for the statements of the block; yields (cursor, count).
+
+    The table lives until commit (so the block runs in a transaction) and is emptied
+    after the block, ready for the next use in the same transaction.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DROP")
+        count = 0
+        with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-                written += 1
-        cursor.execute(_merge_sql(model, written))
-        cursor.execute(f"TRUNCATE {MERGE_TABLE}")
-    return written
+                count += 1
+        yield cursor, count
+        cursor.execute(f"TRUNCATE {table}")
 
 
 def registered_macs() -> list[str]:
