@@ -225,13 +225,17 @@ class ReadingFields(models.Model):
     def mean(self) -> float:
         return self.value_sum / self.samples
 
+    # The `sensor` foreign key of each concrete model has no index of its own: the unique
+    # (sensor, metric, start) constraint's index serves every lookup by sensor, and one
+    # index fewer is one write fewer per row in every flush.
+
 
 class Reading(ReadingFields):
     """One metric of one sensor over one UTC minute (kept for MINUTE_RETENTION_DAYS)."""
 
     SECONDS = 60
     RESOLUTION = "minute"
-    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="readings")
+    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="readings", db_index=False)
 
     class Meta:
         constraints = [
@@ -245,7 +249,7 @@ class HourlyReading(ReadingFields):
 
     SECONDS = 3600
     RESOLUTION = "hour"
-    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="hourly_readings")
+    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="hourly_readings", db_index=False)
 
     class Meta:
         constraints = [
@@ -258,7 +262,7 @@ class DailyReading(ReadingFields):
 
     SECONDS = 86400
     RESOLUTION = "day"
-    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="daily_readings")
+    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="daily_readings", db_index=False)
 
     class Meta:
         constraints = [
