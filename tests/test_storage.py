@@ -107,21 +107,23 @@ def test_flushes_update_last_seen_and_rollups_on_their_page_on_postgresql():
     from django.db import connection
 
     macs = [f"02:00:00:00:{i // 256:02x}:{i % 256:02x}" for i in range(1000)]
-    minute = batch(
-        *((mac, metric, T0, 20.0) for mac in macs for metric in ("soil_moisture", "humidity", "air_temperature"))
-    )
-    write_batch(minute)
-    later = batch(
-        *((mac, metric, T0 + 60, 21.0) for mac in macs for metric in ("soil_moisture", "humidity", "air_temperature"))
-    )
-    write_batch(later)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
-            "WHERE relname IN ('sensors_sensor', 'sensors_hourlyreading', 'sensors_dailyreading')"
-        )
-        updates = {name: (updated, hot) for name, updated, hot in cursor.fetchall()}
-    assert updates["sensors_sensor"][0] == 1000
-    assert updates["sensors_hourlyreading"][0] == updates["sensors_dailyreading"][0] == 3000
-    for name, (updated, hot) in updates.items():
+    metrics = ("soil_moisture", "humidity", "air_temperature")
+
+    def updates() -> dict[str, tuple[int, int]]:
+        """(updated, HOT-updated) rows per table so far in this transaction."""
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables "
+                "WHERE relname IN ('sensors_sensor', 'sensors_hourlyreading', 'sensors_dailyreading')"
+            )
+            return {name: (updated, hot) for name, updated, hot in cursor.fetchall()}
+
+    write_batch(batch(*((mac, metric, T0, 20.0) for mac in macs for metric in metrics)))
+    before = updates()
+    write_batch(batch(*((mac, metric, T0 + 60, 21.0) for mac in macs for metric in metrics)))
+    after = updates()
+    delta = {name: (after[name][0] - before[name][0], after[name][1] - before[name][1]) for name in after}
+    assert delta["sensors_sensor"][0] == 1000
+    assert delta["sensors_hourlyreading"][0] == delta["sensors_dailyreading"][0] == 3000
+    for name, (updated, hot) in delta.items():
         assert hot >= 0.3 * updated, (name, updated, hot)
