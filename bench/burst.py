@@ -129,6 +129,12 @@ def main() -> int:
     parser.add_argument("--boards", type=int, default=8, help="distinct MACs across all connections (default 8)")
     parser.add_argument("--collect-arg", action="append", default=[], help="extra argument for manage.py collect")
     parser.add_argument("--no-bare", action="store_true", help="skip the bare-reader baseline")
+    parser.add_argument(
+        "--collectors",
+        type=int,
+        default=1,
+        help="collector processes sharing the port with --reuse-port (default 1); CPU and RSS are their sums",
+    )
     args = parser.parse_args()
     print(
         f"burst: {args.connections} connections streaming for {args.duration:g} s, {args.boards} boards' lines; "
@@ -138,16 +144,25 @@ def main() -> int:
     all_chunks = [build_chunks(c, per_connection) for c in range(args.connections)]
 
     db = Database()
-    collector = Collector(db, "--stats-interval", "3600", *args.collect_arg)
+    shared = ["--reuse-port"] if args.collectors > 1 else []
+    collectors = [Collector(db, "--stats-interval", "3600", *shared, *args.collect_arg)]
+    port = collectors[0].port
     try:
-        sampler = Sampler(collector.pid, interval=0.1).start()
-        elapsed, sent, errors = drive(collector.port, all_chunks, args.duration)
-        sampler.stop()
+        for _ in range(args.collectors - 1):
+            collectors.append(
+                Collector(db, "--stats-interval", "3600", *shared, *args.collect_arg, "--port", str(port))
+            )
+        samplers = [Sampler(collector.pid, interval=0.1).start() for collector in collectors]
+        elapsed, sent, errors = drive(port, all_chunks, args.duration)
+        for sampler in samplers:
+            sampler.stop()
         stopped = time.monotonic()
-        code = collector.stop()
+        codes = [collector.stop() for collector in collectors]
+        code = max(codes, key=abs)
         stop_seconds = time.monotonic() - stopped
     finally:
-        collector.kill()
+        for collector in collectors:
+            collector.kill()
     stored = db.totals()
     db.remove()
     stored_samples = sum(n for n, _ in stored.values())
@@ -156,9 +171,16 @@ def main() -> int:
         math.isclose(stored.get(metric, (0, 0.0))[1], total, rel_tol=1e-9) for metric, total in sent.sums.items()
     )
     rate = sent.lines / elapsed
+    cpu = sum(sampler.cpu_fraction for sampler in samplers)
+    rss_peak = sum(sampler.rss_peak for sampler in samplers)  # the peaks added: an upper bound
+    if args.collectors > 1:
+        print(
+            f"  {args.collectors} collectors on one port: "
+            + ", ".join(f"CPU {s.cpu_fraction * 100:.0f} %, RSS peak {mb(s.rss_peak)}" for s in samplers)
+        )
     print(
         f"  collector: {sent.lines} lines in {elapsed:.2f} s, stored {stored_samples}/{sum(sent.samples.values())} "
-        f"samples (value sums match: {sums_ok}), CPU {sampler.cpu_fraction * 100:.0f} % of a core, stop took "
+        f"samples (value sums match: {sums_ok}), CPU {cpu * 100:.0f} % of a core, stop took "
         f"{stop_seconds:.1f} s, exit {code}{', sender errors ' + str(errors) if errors else ''}"
     )
     ratio_text = ""
@@ -166,14 +188,19 @@ def main() -> int:
         bare_rate, counted, bare_sent = run_bare(all_chunks, args.duration)
         print(f"  bare reader: {bare_sent} lines sent, {counted} counted, {bare_rate:,.0f} lines/s")
         ratio_text = f"; bare newline-counting reader {bare_rate:,.0f} lines/s, collector/bare = {rate / bare_rate:.2f}"
-    passed = rate >= LINES_TARGET and sampler.rss_peak < RSS_TARGET and lost == 0 and sums_ok and code == 0
-    result_line(
+    passed = rate >= LINES_TARGET and rss_peak < RSS_TARGET and lost == 0 and sums_ok and code == 0
+    name = (
         "burst"
         if args.boards == args.connections
-        else f"burst ({args.boards} boards over {args.connections} connections)",
+        else f"burst ({args.boards} boards over {args.connections} connections)"
+    )
+    if args.collectors > 1:
+        name += f", {args.collectors} collectors"
+    result_line(
+        name,
         passed,
         f"{rate:,.0f} lines/s end to end (target >= {LINES_TARGET:,}), lost {lost} samples, RSS peak "
-        f"{mb(sampler.rss_peak)} (target < {mb(RSS_TARGET)}){ratio_text}",
+        f"{mb(rss_peak)} (target < {mb(RSS_TARGET)}){ratio_text}",
     )
     return 0 if passed else 1
 

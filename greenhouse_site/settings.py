@@ -166,6 +166,9 @@ COLLECTOR_OPEN_MINUTE_INTERVAL = _typed("float", "COLLECTOR_OPEN_MINUTE_INTERVAL
 COLLECTOR_STATS_INTERVAL = _typed("float", "COLLECTOR_STATS_INTERVAL", 60.0)
 COLLECTOR_IDLE_TIMEOUT = _typed("float", "COLLECTOR_IDLE_TIMEOUT", 600.0)
 COLLECTOR_MAX_CONNECTIONS = _typed("int", "COLLECTOR_MAX_CONNECTIONS", 12000)
+# Let several collector processes listen on the same port (SO_REUSEPORT): the kernel spreads
+# the boards' connections over them, so a multi-core machine parses on every core.
+COLLECTOR_REUSE_PORT = _typed("bool", "COLLECTOR_REUSE_PORT", False)
 COLLECTOR_MAX_METRICS_PER_SENSOR = _typed("int", "COLLECTOR_MAX_METRICS_PER_SENSOR", 16)
 # While the database cannot be written, pending minute buckets are kept in memory up to
 # this many (~250 bytes each: 500,000 is ~125 MB); beyond it new samples are dropped and counted.

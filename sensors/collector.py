@@ -43,6 +43,7 @@ class CollectorConfig:
     max_connections: int = 12000
     max_metrics_per_sensor: int = 16
     allowed_networks: Sequence[Network] = field(default_factory=tuple)  # empty: any
+    reuse_port: bool = False  # several collector processes on one port (docs/collector.md)
     drain_seconds: float = 1.0
     coalesce_seconds: float = COALESCE_SECONDS
     # Below supervisor's stopwaitsecs (20) and above the SQLite busy timeout (5).
@@ -108,6 +109,7 @@ class Collector:
             clock=clock,
             allowed_networks=config.allowed_networks,
             handle_block=self.handle_block,
+            reuse_port=config.reuse_port,
         )
         self.lines = 0
         self.samples = 0

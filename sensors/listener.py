@@ -87,6 +87,7 @@ class LineListener:
         idle_clock: Callable[[], float] = time.monotonic,
         allowed_networks: Sequence[Network] | None = None,
         handle_block: BlockHandler | None = None,
+        reuse_port: bool = False,
     ) -> None:
         """`handle_lines(peer, lines, time)` gets each read's complete lines as a list; with
         `handle_block(peer, block, time)` they come as one bytes block instead, every line ending
@@ -95,6 +96,7 @@ class LineListener:
         self.port = port
         self.handle_lines = handle_lines
         self.handle_block = handle_block
+        self.reuse_port = reuse_port  # share the port with other collectors (SO_REUSEPORT)
         self._buffer = bytearray(RECV_BYTES)  # one thread reads every socket: one buffer serves all
         self._view = memoryview(self._buffer)
         self.max_connections = max_connections
@@ -123,13 +125,19 @@ class LineListener:
         family, _, _, _, address = infos[0]
         server = socket.socket(family, socket.SOCK_STREAM)
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if self.reuse_port:
+            if not hasattr(socket, "SO_REUSEPORT"):
+                server.close()
+                raise BindError("sharing a port between collectors (--reuse-port) needs SO_REUSEPORT (Linux, BSD)")
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         try:
             server.bind(address)
             server.listen(LISTEN_BACKLOG)
         except OSError as exc:
             server.close()
             if exc.errno == errno.EADDRINUSE:
-                reason = "that port is already in use (is another collector running?)"
+                reason = "that port is already in use (is another collector running?"
+                reason += " Collectors meant to share it must all be started with --reuse-port.)"
             elif exc.errno == errno.EACCES:
                 reason = "permission denied (ports below 1024 need root)"
             elif exc.errno == errno.EADDRNOTAVAIL:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -244,6 +245,35 @@ def test_two_collectors_on_one_database_merge_exactly(start_collector):
     assert_rollups_match_minutes()
 
 
+def test_collectors_started_with_reuse_port_share_one_port_and_store_every_sample(start_collector):
+    """Two collector processes on one port (one per core): the kernel spreads the boards over them."""
+    wait_for_fresh_minute(needed_seconds=30)
+    expected = Expected()
+    first = start_collector("--reuse-port", *FAST)
+    second = start_collector("--reuse-port", *FAST, "--port", str(first.port))
+    assert second.port == first.port
+    assert "port shared with other collectors" in first.output
+    macs = [f"5c:cf:7f:00:02:{index:02x}" for index in range(24)]
+    sockets = [connect(first.port) for _ in macs]
+    try:
+        for round_ in range(3):
+            for index, (mac, sock) in enumerate(zip(macs, sockets, strict=True)):
+                sock.sendall(b"".join(firmware_lines(mac, 5, seed=round_ * 100 + index, expected=expected)))
+            time.sleep(0.2)
+    finally:
+        for sock in sockets:
+            sock.close()
+    minute = this_minute()
+    time.sleep(0.3)
+    assert first.stop() == 0, first.output
+    assert second.stop() == 0, second.output
+    opened = [int(re.search(r"connections opened (\d+)", stats_line(c.output)).group(1)) for c in (first, second)]
+    assert sum(opened) == len(macs)
+    assert min(opened) > 0, opened  # all 24 on one of the two: a chance of 2 in 2**24
+    assert exported() == expected.rows(minute)
+    assert_rollups_match_minutes()
+
+
 def test_idle_connection_is_closed_after_the_timeout(start_collector):
     collector = start_collector("--idle-timeout", "1", *FAST)
     with connect(collector.port) as sock:
@@ -285,6 +315,7 @@ def test_port_in_use_is_a_readable_error():
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: that port is already in use" in result.stderr
+    assert "must all be started with --reuse-port" in result.stderr
     assert "Traceback" not in result.stderr
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
 import logging
 import signal
@@ -65,6 +66,13 @@ class Command(BaseCommand):
             help="refuse connections beyond this many (default %(default)s)",
         )
 
+        parser.add_argument(
+            "--reuse-port",
+            action=argparse.BooleanOptionalAction,
+            default=settings.COLLECTOR_REUSE_PORT,
+            help="share the port with other collectors started with it, one per core (default %(default)s)",
+        )
+
     def handle(self, *args, **options) -> None:
         for name in ("flush_interval", "open_minute_interval", "stats_interval", "idle_timeout"):
             if options[name] <= 0:
@@ -86,6 +94,7 @@ class Command(BaseCommand):
             max_connections=options["max_connections"],
             max_metrics_per_sensor=settings.COLLECTOR_MAX_METRICS_PER_SENSOR,
             allowed_networks=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.COLLECTOR_ALLOWED_NETWORKS],
+            reuse_port=options["reuse_port"],
         )
         writer = Writer(
             storage.write_batch,
@@ -113,7 +122,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         logger.info(
             "collector listening on %s:%d (ended minutes written within %gs, the open minute every %gs, "
-            "database %s, unknown sensors: %s, networks: %s)",
+            "database %s, unknown sensors: %s, networks: %s%s)",
             host,
             port,
             config.flush_interval,
@@ -121,6 +130,7 @@ class Command(BaseCommand):
             connection.vendor,
             settings.COLLECTOR_UNKNOWN_SENSORS,
             ", ".join(settings.COLLECTOR_ALLOWED_NETWORKS) or "any",
+            ", port shared with other collectors (--reuse-port)" if config.reuse_port else "",
         )
         try:
             collector.run()
