@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connections
 from django.utils import timezone
 
 from sensors.history import default_range, sensor_series
@@ -49,7 +51,7 @@ def browser(monkeypatch):
 
 
 @pytest.fixture
-def seeded() -> Sensor:
+def seeded() -> Iterator[Sensor]:
     now = timezone.now()
     minute = now.replace(second=0, microsecond=0)
     bench = Location.objects.create(name="North bench")
@@ -74,7 +76,11 @@ def seeded() -> Sensor:
         )
     store_minutes(rows)
     get_user_model().objects.create_user("grower", password="greenhouse")
-    return sensor
+    yield sensor
+    # Under Playwright's event loop Django's connections are per context, not per thread: the
+    # database connection this test used is not the one pytest-django closes. Close it here,
+    # or PostgreSQL refuses to drop the test database at the end ("accessed by other users").
+    connections.close_all()
 
 
 def points_for(sensor: Sensor, hours: int) -> int:
