@@ -126,10 +126,14 @@ class LineListener:
         server = socket.socket(family, socket.SOCK_STREAM)
         server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if self.reuse_port:
-            if not hasattr(socket, "SO_REUSEPORT"):
+            try:
+                server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            except (AttributeError, OSError) as exc:
                 server.close()
-                raise BindError("sharing a port between collectors (--reuse-port) needs SO_REUSEPORT (Linux, BSD)")
-            server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                raise BindError(
+                    f"cannot share port {self.port} between collectors (--reuse-port): this system has no "
+                    "SO_REUSEPORT that spreads connections (Linux 3.9 or later)"
+                ) from exc
         try:
             server.bind(address)
             server.listen(LISTEN_BACKLOG)
