@@ -1,9 +1,13 @@
-"""Process limits shared by the collector and the sensor simulator."""
+"""Start-up checks shared by the long-running commands: process limits, a migrated database."""
 
 from __future__ import annotations
 
 import logging
 import resource
+
+from django.core.management.base import CommandError
+from django.db import DatabaseError, connection
+from django.db.migrations.executor import MigrationExecutor
 
 logger = logging.getLogger(__name__)
 
@@ -24,3 +28,20 @@ def raise_file_limit(wanted: int) -> int:
             wanted,
         )
     return soft
+
+
+def require_migrated(log: logging.Logger, while_unreachable: str) -> None:
+    """Refuse to start on an unmigrated database; start anyway, saying `while_unreachable`, if it is unreachable.
+
+    The connection is closed afterwards: the command's threads open their own.
+    """
+    try:
+        executor = MigrationExecutor(connection)
+        pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
+    except DatabaseError as exc:
+        log.warning("database unreachable at start (%s); %s", exc, while_unreachable)
+        return
+    finally:
+        connection.close()
+    if pending:
+        raise CommandError("the database is not migrated: run `python manage.py migrate` first")

@@ -13,10 +13,10 @@ import time
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, close_old_connections, connection
-from django.db.migrations.executor import MigrationExecutor
 
 from control.engine import Engine
 from control.transports import Dispatcher
+from sensors.system import require_migrated
 
 logger = logging.getLogger("control.command")
 
@@ -39,7 +39,7 @@ class Command(BaseCommand):
             raise CommandError("--interval must be a positive number of seconds")
         self.interval = options["interval"]
         self.stop_reason = ""
-        self.check_database()
+        require_migrated(logger, "retrying every pass")
         self.dispatcher = Dispatcher()
         self.engine = Engine(self.dispatcher)
 
@@ -86,15 +86,3 @@ class Command(BaseCommand):
         deadline = time.monotonic() + seconds
         while not self.stop_reason and time.monotonic() < deadline:
             time.sleep(min(SLEEP_SLICE, max(0.0, deadline - time.monotonic())))
-
-    def check_database(self) -> None:
-        try:
-            executor = MigrationExecutor(connection)
-            pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-        except DatabaseError as exc:
-            logger.warning("database unreachable at start (%s); retrying every pass", exc)
-            return
-        finally:
-            connection.close()
-        if pending:
-            raise CommandError("the database is not migrated: run `python manage.py migrate` first")

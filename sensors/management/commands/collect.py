@@ -9,14 +9,13 @@ import signal
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import DatabaseError, connection
-from django.db.migrations.executor import MigrationExecutor
+from django.db import connection
 
 from sensors import storage
 from sensors.collector import Collector, CollectorConfig, KnownSensors
 from sensors.listener import BindError
 from sensors.retention import RetentionThread
-from sensors.system import raise_file_limit
+from sensors.system import raise_file_limit, require_migrated
 from sensors.writer import Writer
 
 logger = logging.getLogger("sensors.collect")
@@ -81,7 +80,7 @@ class Command(BaseCommand):
             raise CommandError(f"--port {options['port']} is not a TCP port (0-65535)")
         if options["max_connections"] < 1:
             raise CommandError("--max-connections must be at least 1")
-        self.check_database()
+        require_migrated(logger, "readings are kept in memory until it is back")
         raise_file_limit(options["max_connections"] + 64)
 
         config = CollectorConfig(
@@ -143,16 +142,3 @@ class Command(BaseCommand):
                 + (f": {lost} samples lost" if lost > 0 else " (a write was still under way)")
             )
         logger.info("collector stopped cleanly")
-
-    def check_database(self) -> None:
-        """Refuse to start on an unmigrated database; start anyway if it is unreachable."""
-        try:
-            executor = MigrationExecutor(connection)
-            pending = executor.migration_plan(executor.loader.graph.leaf_nodes())
-        except DatabaseError as exc:
-            logger.warning("database unreachable at start (%s); readings are kept in memory until it is back", exc)
-            return
-        finally:
-            connection.close()
-        if pending:
-            raise CommandError("the database is not migrated: run `python manage.py migrate` first")
