@@ -144,14 +144,13 @@ def main() -> int:
     all_chunks = [build_chunks(c, per_connection) for c in range(args.connections)]
 
     db = Database()
-    shared = ["--reuse-port"] if args.collectors > 1 else []
-    collectors = [Collector(db, "--stats-interval", "3600", *shared, *args.collect_arg)]
-    port = collectors[0].port
+    options = ["--stats-interval", "3600", *(["--reuse-port"] if args.collectors > 1 else [])]
+    collectors: list[Collector] = []
     try:
-        for _ in range(args.collectors - 1):
-            collectors.append(
-                Collector(db, "--stats-interval", "3600", *shared, *args.collect_arg, "--port", str(port))
-            )
+        port = 0  # the first collector picks a free port; the others share it
+        for _ in range(args.collectors):
+            collectors.append(Collector(db, *options, "--port", str(port), *args.collect_arg))
+            port = collectors[0].port
         samplers = [Sampler(collector.pid, interval=0.1).start() for collector in collectors]
         elapsed, sent, errors = drive(port, all_chunks, args.duration)
         for sampler in samplers:

@@ -56,7 +56,7 @@ def write_batch(batch: Batch) -> int:
         with transaction.atomic():
             sensor_ids = upsert_sensors(batch)
             if connection.vendor == "postgresql":
-                return _merge_with_rollups_by_copy(sensor_ids, batch)
+                return _merge_by_copy(Reading, _rows_of(sensor_ids, batch.buckets.items(), Reading), ROLLUPS)
             written = merge_readings(sensor_ids, batch.buckets.items())
             for model in ROLLUPS:
                 merge_readings(sensor_ids, coarsen(batch.buckets.items(), model.SECONDS).items(), model)
@@ -192,9 +192,7 @@ def merge_readings(
 ) -> int:
     """Add buckets into the stored rows of `model` (insert or merge); return rows written."""
     if connection.vendor != "sqlite":
-        with _copied_rows(MERGE_TABLE, MERGE_TABLE_COLUMNS, _rows_of(sensor_ids, buckets, model)) as (cursor, written):
-            cursor.execute(_merge_sql(model, f"SELECT * FROM {MERGE_TABLE}"))
-        return written
+        return _merge_by_copy(model, _rows_of(sensor_ids, buckets, model))
     written = 0
     with connection.cursor() as cursor:
         for chunk in _chunks(_rows_of(sensor_ids, buckets, model), merge_rows_per_statement()):
@@ -203,16 +201,17 @@ def merge_readings(
     return written
 
 
-def _merge_with_rollups_by_copy(sensor_ids: dict[str, int], batch: Batch) -> int:
-    """PostgreSQL: COPY the minute rows once; merge them, then their hours and days, from that copy.
+def _merge_by_copy(
+    model: type[ReadingFields], rows: Iterable[tuple], rollups: Iterable[type[ReadingFields]] = ()
+) -> int:
+    """PostgreSQL: COPY the rows once; merge them into `model`, then re-keyed into each of `rollups`.
 
-    Re-keying on the server saves the client two more COPYs of 30,000 rows a flush.
+    Re-keying on the server saves the client a COPY of 30,000 rows per rollup table a flush.
     """
-    rows = _rows_of(sensor_ids, batch.buckets.items(), Reading)
     with _copied_rows(MERGE_TABLE, MERGE_TABLE_COLUMNS, rows) as (cursor, written):
-        cursor.execute(_merge_sql(Reading, f"SELECT * FROM {MERGE_TABLE}"))
-        for model in ROLLUPS:
-            cursor.execute(_merge_sql(model, _rolled_up(model.SECONDS)))
+        cursor.execute(_merge_sql(model, f"SELECT * FROM {MERGE_TABLE}"))
+        for rollup in rollups:
+            cursor.execute(_merge_sql(rollup, _rolled_up(rollup.SECONDS)))
     return written
 
 
