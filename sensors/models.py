@@ -199,7 +199,10 @@ class ReadingFields(models.Model):
     """count/sum/min/max of one metric of one sensor over one interval starting at `start` (UTC).
 
     Minutes, hours and days share these fields, so a mean is exact at every
-    resolution: sums and counts add up, min and max combine.
+    resolution: sums and counts add up, min and max combine. Each concrete model's
+    `sensor` key has no index of its own (`db_index=False`): its unique (sensor, metric,
+    start) index serves every lookup by sensor, and one index fewer is one write fewer
+    per row in every flush.
     """
 
     metric = models.CharField(max_length=32)
@@ -224,10 +227,6 @@ class ReadingFields(models.Model):
     @property
     def mean(self) -> float:
         return self.value_sum / self.samples
-
-    # The `sensor` foreign key of each concrete model has no index of its own: the unique
-    # (sensor, metric, start) constraint's index serves every lookup by sensor, and one
-    # index fewer is one write fewer per row in every flush.
 
 
 class Reading(ReadingFields):
