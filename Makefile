@@ -34,6 +34,7 @@ run: migrate
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 
 test: lint test-sqlite test-postgres
 

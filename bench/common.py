@@ -19,7 +19,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from tests.processes import CollectorProcess  # noqa: E402
+from harness.processes import CollectorProcess  # noqa: E402
 
 PYTHON = sys.executable
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -27,7 +27,7 @@ PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 def raise_file_limit(wanted: int) -> int:
-    from sensors.system import raise_file_limit as lift
+    from greenhouse_site.startup import raise_file_limit as lift
 
     return lift(wanted)
 

@@ -5,7 +5,7 @@ Target: under 1 s on SQLite and on PostgreSQL.
     .venv/bin/python bench/flush.py [--repeat 5]                       # a fresh SQLite file
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/bench .venv/bin/python bench/flush.py
 
-The batch is built by sensors.aggregator (as the collector does: 10,000 boards' lines over one
+The batch is built by sensors.ingest.aggregator (as the collector does: 10,000 boards' lines over one
 minute). Two cases, best and median of --repeat each: "new minute" (every row an INSERT; the
 sensors already registered, as in steady state) and "same minute" (every row merged into an
 existing one, as each flush of the still-open minute does). Only this benchmark's rows are
@@ -28,8 +28,8 @@ BASE_MINUTE = 978_307_200  # 2001-01-01T00:00:00Z
 
 
 def build_batch(boards: int, minute: int):
-    from sensors.aggregator import Aggregator
-    from sensors.simulator import make_fleet
+    from sensors.ingest.aggregator import Aggregator
+    from sensors.ingest.simulator import make_fleet
 
     aggregator = Aggregator()
     fleet = make_fleet(boards)

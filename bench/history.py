@@ -38,8 +38,8 @@ from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
 
-from sensors.history import sensor_series  # noqa: E402
 from sensors.models import DailyReading, HourlyReading, Reading, Sensor  # noqa: E402
+from sensors.web.history import sensor_series  # noqa: E402
 
 SENSORS = 50
 METRICS = {"air_temperature": (18.0, 8.0), "humidity": (60.0, 20.0), "soil_moisture": (550.0, 120.0)}

@@ -17,9 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sensors.collector import Collector, CollectorConfig
-from sensors.protocol import LineFramer, parse_line
-from sensors.simulator import make_fleet
+from sensors.ingest.collector import Collector, CollectorConfig
+from sensors.ingest.framing import LineFramer
+from sensors.ingest.protocol import parse_line
+from sensors.ingest.simulator import make_fleet
 
 
 class NullWriter:

@@ -1,6 +1,6 @@
 """Load generator: thousands of simulated boards from one process, plain non-blocking sockets.
 
-Boards speak exactly the firmware's line (sensors.simulator.Board: drifting values, DHT11
+Boards speak exactly the firmware's line (sensors.ingest.simulator.Board: drifting values, DHT11
 integers or DHT22 decimals, distinct MACs). Every line handed to the kernel is tallied per
 metric (count and value sum), so after the collector stops the stored totals can be compared
 exactly with what was sent: any difference is a lost (or doubled) sample.
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sensors.simulator import Board, make_fleet
+from sensors.ingest.simulator import Board, make_fleet
 
 METRICS = (b"soil_moisture", b"air_temperature", b"humidity")
 

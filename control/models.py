@@ -19,6 +19,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils import timezone
 
+from sensors.metrics import canonical
 from sensors.models import Location, Placement, Reading, Sensor
 
 from . import rules, transports
@@ -260,6 +261,8 @@ class Rule(models.Model):
                 errors["sensor"] = "Choose either a sensor or a location."
             if not self.metric:
                 errors["metric"] = "Which metric, e.g. air_temperature."
+            else:  # what a board may send for it ("temp") names the stored metric
+                self.metric = canonical(self.metric.strip().lower())
             if self.threshold is None:
                 errors["threshold"] = "A threshold rule needs its threshold."
             if self.release is None:

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpR
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
-from sensors.access import read_only_page
+from greenhouse_site.access import read_only_page
 
 from .models import Event, Output, Rule
 

@@ -1,24 +1,153 @@
-"""How each metric is labelled and in which unit it is shown (raw and calibrated)."""
+"""The one registry of what a metric is: its name, the keys boards may send for it, its label,
+its unit, the values it may take, and how a sensor's calibration applies to it.
+
+Plain Python with no Django import (`make lint` enforces it): the wire parser (sensors.ingest)
+checks keys and bounds here, the models calibrate and pick units here, and the views, the
+export and control label values from here. Adding a metric is one entry in `METRICS`.
+
+A key a board sends that is not listed is an *extra metric*: stored under its own name, with
+the wide `EXTRA_BOUNDS`, no unit and no calibration (docs/protocol.md).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
+
+# Extra metrics get a wide bound so that sums of a minute's samples stay finite
+# (inf + -inf would poison a stored row).
+EXTRA_BOUNDS = (-1e9, 1e9)
+
+
+class Calibration(Protocol):
+    """How a sensor's calibration fields turn a stored (raw) value into the value shown."""
+
+    unit: str | None  # the unit once calibrated; None: the stored unit
+
+    def applies(self, sensor: object) -> bool: ...
+
+    def apply(self, sensor: object, value: float) -> float: ...
 
 
 @dataclass(frozen=True)
-class MetricInfo:
+class Offset:
+    """value + the sensor's `field` (e.g. a thermometer that reads 0.5 °C high)."""
+
+    field: str
+    unit: str | None = None
+
+    def applies(self, sensor: object) -> bool:
+        return True
+
+    def apply(self, sensor: object, value: float) -> float:
+        return value + (getattr(sensor, self.field) or 0.0)
+
+
+@dataclass(frozen=True)
+class TwoPoint:
+    """A raw reading mapped linearly so that the sensor's `low_field` reads 0 and `high_field` 100.
+
+    Applies only once both points are set; until then the value stays raw, in the stored unit.
+    The mapping may run downwards (a capacitive soil probe reads less when wet).
+    """
+
+    low_field: str
+    high_field: str
+    unit: str | None = "%"
+
+    def applies(self, sensor: object) -> bool:
+        return getattr(sensor, self.low_field) is not None and getattr(sensor, self.high_field) is not None
+
+    def apply(self, sensor: object, value: float) -> float:
+        if not self.applies(sensor):
+            return value
+        low, high = getattr(sensor, self.low_field), getattr(sensor, self.high_field)
+        return (value - low) / (high - low) * 100.0
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
     label: str
-    unit: str  # as stored (what the board sent)
-    calibrated_unit: str  # after Sensor.calibrate
+    unit: str  # as stored: what the board sends
+    bounds: tuple[float, float] = EXTRA_BOUNDS  # inclusive; values outside are rejected by the parser
+    aliases: tuple[str, ...] = ()  # other keys a board may send for it (lower case)
+    calibration: Calibration | None = None
+
+    @property
+    def known(self) -> bool:
+        return self.name in METRICS
+
+    @property
+    def calibrated_unit(self) -> str:
+        """The unit once a sensor's calibration is set."""
+        if self.calibration is None or self.calibration.unit is None:
+            return self.unit
+        return self.calibration.unit
+
+    def is_calibrated(self, sensor: object) -> bool:
+        """Does `sensor`'s calibration change this metric's values (and maybe its unit)?"""
+        return self.calibration is not None and self.calibration.applies(sensor)
+
+    def calibrate(self, sensor: object, value: float) -> float:
+        """A stored value as shown to the grower."""
+        return self.calibration.apply(sensor, value) if self.calibration is not None else value
+
+    def unit_for(self, sensor: object, calibrated: bool = True) -> str:
+        """The unit `sensor`'s values are shown in (calibrated or raw)."""
+        return self.calibrated_unit if calibrated and self.is_calibrated(sensor) else self.unit
 
 
-KNOWN_METRICS: dict[str, MetricInfo] = {
-    "air_temperature": MetricInfo("Air temperature", "°C", "°C"),
-    "humidity": MetricInfo("Humidity", "%RH", "%RH"),
-    "soil_moisture": MetricInfo("Soil moisture", "raw", "%"),
+METRICS: dict[str, Metric] = {
+    metric.name: metric
+    for metric in (
+        Metric(
+            "air_temperature",
+            "Air temperature",
+            "°C",
+            bounds=(-60.0, 100.0),
+            aliases=("temp", "temperature"),
+            calibration=Offset("temperature_offset"),
+        ),
+        Metric(
+            "humidity",
+            "Humidity",
+            "%RH",
+            bounds=(0.0, 100.0),
+            aliases=("hum",),
+            calibration=Offset("humidity_offset"),
+        ),
+        Metric(
+            "soil_moisture",
+            "Soil moisture",
+            "raw",
+            bounds=(0.0, 1e9),
+            aliases=("soil",),
+            calibration=TwoPoint("soil_dry_raw", "soil_wet_raw"),
+        ),
+    )
 }
 
+# Key as a board sends it (lower case) -> metric name. A metric's own name is one of its keys.
+ALIASES: dict[str, str] = {key: m.name for m in METRICS.values() for key in (m.name, *m.aliases)}
 
-def metric_info(metric: str) -> MetricInfo:
-    """Known metrics by name; extra ones a board sends are shown as they are."""
-    return KNOWN_METRICS.get(metric, MetricInfo(metric.replace("_", " ").capitalize(), "", ""))
+# The firmware's line carries these three, in this order: `Soil: 612; temp: 21; hum: 48; from MAC`.
+FIRMWARE_LINE: tuple[str, str, str] = ("soil_moisture", "air_temperature", "humidity")
+
+
+def metric(name: str) -> Metric:
+    """The registry's entry, or an extra metric's: labelled from its name, no unit, no calibration."""
+    known = METRICS.get(name)
+    if known is not None:
+        return known
+    return Metric(name, name.replace("_", " ").capitalize(), "")
+
+
+def canonical(key: str) -> str:
+    """The metric a (lower-case) key names: an alias's metric, else the key itself (an extra metric)."""
+    return ALIASES.get(key, key)
+
+
+def bounds(name: str) -> tuple[float, float]:
+    known = METRICS.get(name)
+    return known.bounds if known is not None else EXTRA_BOUNDS

@@ -7,15 +7,15 @@ hold what the sensor sent (raw units); calibration is a display concern.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from .metrics import metric_info
-from .protocol import normalise_mac
+from .identity import normalise_mac
+from .metrics import metric
 
 
 class Location(models.Model):
@@ -90,36 +90,27 @@ class Sensor(models.Model):
         """The newest minute of each metric this sensor has sent."""
         return Reading.objects.filter(sensor=self).latest_per_metric()
 
-    @property
-    def soil_is_calibrated(self) -> bool:
-        return self.soil_dry_raw is not None and self.soil_wet_raw is not None
+    def calibrate(self, name: str, value: float) -> float:
+        """A stored raw value as shown to the grower, as the metric registry says (soil as 0-100 %, offsets added)."""
+        return metric(name).calibrate(self, value)
 
-    def calibrate(self, metric: str, value: float) -> float:
-        """A stored raw value as shown to the grower (soil as 0-100 %, offsets added)."""
-        if metric == "soil_moisture" and self.soil_is_calibrated:
-            return (value - self.soil_dry_raw) / (self.soil_wet_raw - self.soil_dry_raw) * 100.0
-        if metric == "air_temperature":
-            return value + self.temperature_offset
-        if metric == "humidity":
-            return value + self.humidity_offset
-        return value
+    def is_calibrated(self, name: str) -> bool:
+        """Does this sensor's calibration apply to metric `name` (soil: only once dry and wet are set)?"""
+        return metric(name).is_calibrated(self)
 
     def calibrate_band(self, metric: str, mean: float, low: float, high: float) -> tuple[float, float, float]:
         """Calibrated mean, min and max; a soil mapping runs downwards, so min and max are re-ordered."""
         mean, low, high = (self.calibrate(metric, value) for value in (mean, low, high))
         return mean, min(low, high), max(low, high)
 
-    def display_unit(self, metric: str, calibrated: bool = True) -> str:
+    def display_unit(self, name: str, calibrated: bool = True) -> str:
         """The unit a value is shown in: soil is % only once dry/wet are set."""
-        info = metric_info(metric)
-        if not calibrated or (metric == "soil_moisture" and not self.soil_is_calibrated):
-            return info.unit
-        return info.calibrated_unit
+        return metric(name).unit_for(self, calibrated)
 
     def shown_value(self, reading: Reading) -> dict[str, object]:
         """A reading's mean as the dashboard and the admin show it: label, calibrated value, unit."""
         return {
-            "label": metric_info(reading.metric).label,
+            "label": metric(reading.metric).label,
             "value": self.calibrate(reading.metric, reading.mean),
             "unit": self.display_unit(reading.metric),
         }
@@ -241,6 +232,19 @@ class Reading(ReadingFields):
             models.UniqueConstraint(fields=["sensor", "metric", "start"], name="reading_one_row_per_minute"),
         ]
         indexes = [models.Index(fields=["start"], name="reading_start_idx")]
+
+    @staticmethod
+    def kept_since(keep_days: int | None = None, now: datetime | None = None) -> datetime | None:
+        """The oldest minute the retention keeps (the start of that hour), or None when minutes are kept forever.
+
+        `keep_days` defaults to MINUTE_RETENTION_DAYS. Older minutes are deleted by sensors.retention;
+        their samples stay in the hourly and daily rollups, which history reads instead.
+        """
+        keep_days = settings.MINUTE_RETENTION_DAYS if keep_days is None else keep_days
+        if keep_days <= 0:
+            return None
+        now = now or datetime.now(UTC)
+        return (now - timedelta(days=keep_days)).replace(minute=0, second=0, microsecond=0)
 
 
 class HourlyReading(ReadingFields):

@@ -27,7 +27,7 @@ from typing import Any
 
 from django.db import DatabaseError, connection, transaction
 
-from .aggregator import Batch, Bucket, BucketKey, coarsen
+from .ingest.aggregator import Batch, Bucket, BucketKey, coarsen
 from .models import DailyReading, HourlyReading, Reading, ReadingFields, Sensor
 
 SUPPORTED_VENDORS = ("sqlite", "postgresql")
@@ -240,8 +240,3 @@ def registered_macs() -> list[str]:
     except DatabaseError:
         connection.close()
         raise
-
-
-def close_connection() -> None:
-    """Release this thread's database connection (the writer thread calls it on exit)."""
-    connection.close()

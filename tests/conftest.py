@@ -9,7 +9,7 @@ from urllib.parse import quote
 
 import pytest
 
-from tests.processes import CollectorProcess
+from harness.processes import CollectorProcess
 
 
 # --- services: PostgreSQL must be there when DATABASE_URL names it ----------------------

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from sensors.aggregator import Bucket, coarsen
+from sensors.ingest.aggregator import Bucket, coarsen
 from sensors.models import DailyReading, HourlyReading, Reading, ReadingFields
 from sensors.storage import merge_readings
 

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sensors.aggregator import Aggregator, Batch, Bucket, minute_start
+from sensors.ingest.aggregator import Aggregator, Batch, Bucket, minute_start
 
 MAC = "5c:cf:7f:0a:1b:2c"
 OTHER_MAC = "5c:cf:7f:0a:1b:2d"

@@ -19,9 +19,9 @@ from datetime import UTC, datetime
 import pytest
 from django.core.management import call_command
 
+from harness.processes import ROOT
 from sensors.models import Sensor
 from tests.conftest import manage_env, wait_for_fresh_minute
-from tests.processes import ROOT
 from tests.seed import assert_rollups_match_minutes
 
 pytestmark = pytest.mark.django_db(transaction=True)

@@ -8,11 +8,13 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from django.db import connections
 
 from sensors import storage
-from sensors.collector import Collector, CollectorConfig
+from sensors.ingest.collector import Collector, CollectorConfig
+from sensors.ingest.listener import BindError
+from sensors.ingest.writer import Writer
 from sensors.models import Reading
-from sensors.writer import Writer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,18 +30,41 @@ class FakeClock:
 
 
 class CollectorThread(threading.Thread):
-    def __init__(self, clock: FakeClock) -> None:
+    """The collector in a thread, like Django's LiveServerThread: a start-up error is handed to the caller.
+
+    The thread's database work happens on the writer thread, which opens and closes its own
+    connection (`connections.close_all` in that thread).
+    """
+
+    def __init__(self, clock: FakeClock, **config: object) -> None:
         super().__init__(daemon=True)
-        config = CollectorConfig(host="127.0.0.1", port=0, flush_interval=0.2, stats_interval=3600)
-        self.collector = Collector(config, Writer(storage.write_batch, on_exit=storage.close_connection), clock=clock)
+        options = {"host": "127.0.0.1", "port": 0, "flush_interval": 0.2, "stats_interval": 3600, **config}
+        writer = Writer(storage.write_batch, on_exit=connections.close_all)
+        self.collector = Collector(CollectorConfig(**options), writer, clock=clock)
         self.ready = threading.Event()
+        self.error: BaseException | None = None
         self.lost: int | None = None
 
     def run(self) -> None:
-        self.address = self.collector.start()
+        try:
+            self.address = self.collector.start()
+        except BaseException as exc:
+            self.error = exc
+            self.ready.set()
+            return
         self.ready.set()
-        self.collector.run()
-        self.lost = self.collector.shutdown()
+        try:
+            self.collector.run()
+        finally:
+            self.lost = self.collector.shutdown()
+
+    def start_and_wait(self, timeout: float = 10.0) -> None:
+        """Start the thread; re-raise in the caller whatever stopped the collector from listening."""
+        self.start()
+        if not self.ready.wait(timeout):
+            raise AssertionError("collector thread did not start")
+        if self.error is not None:
+            raise self.error
 
     def stop(self) -> None:
         self.collector.request_stop()
@@ -55,8 +80,7 @@ def clock() -> FakeClock:
 @pytest.fixture
 def running(clock):
     thread = CollectorThread(clock)
-    thread.start()
-    assert thread.ready.wait(10)
+    thread.start_and_wait()
     yield thread
     if thread.is_alive():
         thread.stop()
@@ -95,7 +119,7 @@ def test_data_already_received_is_written_on_stop(running):
 
 
 def test_known_sensors_keep_the_last_good_list_when_the_database_fails():
-    from sensors.collector import KnownSensors
+    from sensors.ingest.collector import KnownSensors
 
     answers = [["5c:cf:7f:00:00:01"], RuntimeError("database is locked")]
 
@@ -160,3 +184,14 @@ def test_ended_minutes_are_handed_over_each_flush_and_the_open_minute_only_every
         assert collector.aggregator.pending_buckets == 0
     finally:
         collector.listener.close_all()
+
+
+def test_a_start_up_error_in_the_collector_thread_reaches_the_caller(clock):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        thread = CollectorThread(clock, port=taken.getsockname()[1])
+        with pytest.raises(BindError, match="that port is already in use"):
+            thread.start_and_wait()
+    thread.join(5)
+    assert not thread.is_alive()

@@ -8,10 +8,10 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from control.models import Event, Output, Rule
+from harness.processes import ManageProcess
 from sensors.models import Sensor
 from tests.conftest import manage_env
 from tests.peers import RecordingServer, wait_until
-from tests.processes import ManageProcess
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -13,9 +13,9 @@ from collections import Counter
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from sensors.collector import Collector, CollectorConfig
-from sensors.protocol import (
-    LineFramer,
+from sensors.ingest.collector import Collector, CollectorConfig
+from sensors.ingest.framing import LineFramer
+from sensors.ingest.protocol import (
     parse_canonical,
     parse_firmware_block,
     parse_line,
@@ -148,7 +148,22 @@ def test_collector_block_path_equals_the_line_by_line_path(reads, limit) -> None
     assert outcome(by_block) == outcome(by_line)
 
 
-# --- framing: feed_block == feed, whatever the recv boundaries ---------------------------
+# --- framing: feed_block == a plain model of the protocol's framing, whatever the recv boundaries ----
+def framed_by_the_book(chunks: list[bytes], limit: int) -> tuple[list[bytes], bool, bool]:
+    """The framing rules read straight off docs/protocol.md: (lines, too long?, incomplete tail?)."""
+    buffer, lines = b"", []
+    for chunk in chunks:
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        for line in complete:
+            if len(line) > limit:
+                return lines, True, False
+            lines.append(line)
+        if len(buffer) > limit:
+            return lines, True, False
+    return lines, False, bool(buffer.strip())
+
+
 @settings(max_examples=500, deadline=None)
 @given(
     pieces=st.lists(
@@ -158,21 +173,16 @@ def test_collector_block_path_equals_the_line_by_line_path(reads, limit) -> None
     cuts=st.lists(st.integers(min_value=0), max_size=6),
     limit=st.sampled_from([1024, 100, 10, 1]),
 )
-def test_feed_block_gives_exactly_the_lines_and_outcome_of_feed(pieces, cuts, limit) -> None:
+def test_feed_block_gives_exactly_the_lines_and_outcome_of_the_framing_rules(pieces, cuts, limit) -> None:
     stream = b"".join(b"a" * size + (b"\n" if newline else b"") for size, newline in pieces)
     positions = sorted({cut % (len(stream) + 1) for cut in cuts})
     chunks = [stream[a:b] for a, b in zip([0, *positions], [*positions, len(stream)], strict=True)]
-    by_lines, by_block = LineFramer(limit), LineFramer(limit)
-    lines_a: list[bytes] = []
-    lines_b: list[bytes] = []
-    too_long_a = too_long_b = False
+    framer = LineFramer(limit)
+    lines: list[bytes] = []
+    too_long = False
     for chunk in chunks:
-        if not too_long_a:
-            got, too_long_a = by_lines.feed(chunk)
-            lines_a += got
-        if not too_long_b:
-            block, too_long_b = by_block.feed_block(chunk)
+        if not too_long:
+            block, too_long = framer.feed_block(chunk)
             assert block == b"" or block.endswith(b"\n")
-            lines_b += block.split(b"\n")[:-1]
-    assert (lines_b, too_long_b) == (lines_a, too_long_a)
-    assert by_block.finish() == by_lines.finish()
+            lines += block.split(b"\n")[:-1]
+    assert (lines, too_long, framer.finish()) == framed_by_the_book(chunks, limit)

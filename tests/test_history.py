@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sensors.history import location_series, sensor_series, step_for
 from sensors.models import Location, Reading, Sensor
+from sensors.web.history import location_series, sensor_series, step_for
 from tests.seed import store_minutes
 
 pytestmark = pytest.mark.django_db

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from sensors.listener import BindError, LineListener, peer_allowed
+from sensors.ingest.listener import BindError, LineListener, peer_allowed
 
 
 class Clock:
@@ -26,7 +26,12 @@ def received():
 def listener(received):
     clock = Clock()
     server = LineListener(
-        "127.0.0.1", 0, lambda peer, lines, ts: received.extend(lines), idle_timeout=60, clock=clock, idle_clock=clock
+        "127.0.0.1",
+        0,
+        lambda peer, block, ts: received.extend(block.split(b"\n")[:-1]),
+        idle_timeout=60,
+        clock=clock,
+        idle_clock=clock,
     )
     server.bind()
     yield server
@@ -72,10 +77,10 @@ def test_line_without_newline_at_close_is_counted_incomplete_and_not_delivered(l
 
 
 def test_an_error_in_the_line_handler_closes_only_that_connection():
-    def handle(peer, lines, ts):
-        if b"boom" in lines[0]:
+    def handle(peer, block, ts):
+        if b"boom" in block:
             raise RuntimeError("bug")
-        served.extend(lines)
+        served.extend(block.split(b"\n")[:-1])
 
     served: list[bytes] = []
     server = LineListener("127.0.0.1", 0, handle)
@@ -121,7 +126,7 @@ def test_peer_allowed_matches_ipv4_ipv6_and_mapped_addresses(host, allowed):
 
 def test_block_handler_gets_whole_lines_and_a_too_long_line_closes_after_the_lines_before_it():
     blocks: list[bytes] = []
-    server = LineListener("127.0.0.1", 0, lambda *a: None, handle_block=lambda peer, block, ts: blocks.append(block))
+    server = LineListener("127.0.0.1", 0, lambda peer, block, ts: blocks.append(block))
     server.bind()
     try:
         with socket.create_connection((server.host, server.port)) as sock:

@@ -5,8 +5,9 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sensors.aggregator import Aggregator
-from sensors.protocol import Accepted, LineFramer, parse_line
+from sensors.ingest.aggregator import Aggregator
+from sensors.ingest.framing import LineFramer
+from sensors.ingest.protocol import Accepted, parse_line
 
 GOOD = st.builds(
     lambda soil, temp, hum, mac: f"Soil: {soil}; temp: {temp}; hum: {hum}; from 5c:cf:7f:00:00:{mac:02x}\n".encode(),
@@ -34,9 +35,9 @@ STREAM = st.lists(
 def totals(chunks: list[bytes]) -> dict:
     framer, aggregator = LineFramer(), Aggregator()
     for chunk in chunks:
-        lines, too_long = framer.feed(chunk)
+        block, too_long = framer.feed_block(chunk)
         assert not too_long
-        for line in lines:
+        for line in block.split(b"\n")[:-1]:
             parsed = parse_line(line)
             if isinstance(parsed, Accepted):
                 aggregator.add(parsed.mac, parsed.values, 1_764_000_000.0, "peer")

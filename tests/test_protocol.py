@@ -1,29 +1,26 @@
-"""The wire protocol (docs: /work/shared/protocol.md): parse_line, normalise_mac, LineFramer.
+"""The wire protocol (docs/protocol.md): parse_line, its fast paths, and the metric bounds it applies.
 
 Pure Python: no database, no Django.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sensors.protocol import (
+from sensors.identity import normalise_mac
+from sensors.ingest.protocol import (
     MAX_FIELDS_PER_LINE,
     MAX_KEY_LENGTH,
-    MAX_LINE_BYTES,
-    METRIC_BOUNDS,
     Accepted,
-    LineFramer,
     Reason,
     Rejected,
-    normalise_mac,
     parse_line,
 )
+from sensors.metrics import bounds
 
 MAC = "5c:cf:7f:0a:1b:2c"
 FIRMWARE_LINE = b"Soil: 612; temp: 21; hum: 48; from 5c:cf:7f:0a:1b:2c"
@@ -320,137 +317,6 @@ def test_non_ascii_digits_are_not_a_number(value: str) -> None:
     assert result.reason == Reason.NOT_A_NUMBER
 
 
-# --- normalise_mac ----------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        pytest.param("5c:cf:7f:0a:1b:2c", MAC, id="canonical"),
-        pytest.param("5C:CF:7F:0A:1B:2C", MAC, id="upper-case"),
-        pytest.param("5c:CF:7f:0A:1b:2C", MAC, id="mixed-case"),
-        pytest.param("5c-cf-7f-0a-1b-2c", MAC, id="dashes"),
-        pytest.param("5C-CF-7F-0A-1B-2C", MAC, id="upper-dashes"),
-        pytest.param("5ccf7f0a1b2c", MAC, id="bare-12-hex"),
-        pytest.param("5CCF7F0A1B2C", MAC, id="bare-12-upper-hex"),
-        pytest.param("  5c:cf:7f:0a:1b:2c\t", MAC, id="surrounding-whitespace"),
-        pytest.param("00:00:00:00:00:00", "00:00:00:00:00:00", id="all-zero"),
-        pytest.param("ffffffffffff", "ff:ff:ff:ff:ff:ff", id="all-ff-bare"),
-        pytest.param("5ccf7f0a1b2", None, id="11-hex-digits"),
-        pytest.param("5ccf7f0a1b2c3", None, id="13-hex-digits"),
-        pytest.param("5c:cf:7f:0a:1b", None, id="five-groups"),
-        pytest.param("5c:cf:7f:0a:1b:2c:3d", None, id="seven-groups"),
-        pytest.param("5c:cf-7f:0a:1b:2c", None, id="mixed-separators"),
-        pytest.param("aa:bb-cc:dd:ee:ff", None, id="mixed-separators-aa-ff"),
-        pytest.param("5c:cf:7f:0a:1b:2g", None, id="non-hex-digit"),
-        pytest.param("zz:zz:zz:zz:zz:zz", None, id="non-hex-groups"),
-        pytest.param("5c:cf:7f:a:1b:2c", None, id="single-digit-group"),
-        pytest.param("5c.cf.7f.0a.1b.2c", None, id="dot-separators"),
-        pytest.param("5ccf.7f0a.1b2c", None, id="cisco-dotted"),
-        pytest.param("5c cf 7f 0a 1b 2c", None, id="space-separators"),
-        pytest.param("5c:cf:7f:0a:1b:2c:", None, id="trailing-separator"),
-        pytest.param("", None, id="empty"),
-        pytest.param("kitchen", None, id="word"),
-    ],
-)
-def test_normalise_mac(text: str, expected: str | None) -> None:
-    assert normalise_mac(text) == expected
-
-
-# --- LineFramer -------------------------------------------------------------------------
-def test_line_split_across_feeds_is_returned_once() -> None:
-    framer = LineFramer()
-    assert framer.feed(b"Soil: 612; te") == ([], False)
-    assert framer.feed(b"mp: 21; from 5c:cf") == ([], False)
-    assert framer.feed(b":7f:0a:1b:2c\n") == ([b"Soil: 612; temp: 21; from 5c:cf:7f:0a:1b:2c"], False)
-    assert framer.feed(b"") == ([], False)
-    assert framer.finish() is False
-
-
-def test_byte_by_byte_feeding_returns_each_line_once() -> None:
-    framer = LineFramer()
-    stream = FIRMWARE_LINE + b"\r\n" + FIRMWARE_LINE + b"\n"
-    lines: list[bytes] = []
-    for byte in stream:
-        got, too_long = framer.feed(bytes([byte]))
-        assert too_long is False
-        lines.extend(got)
-    assert lines == [FIRMWARE_LINE + b"\r", FIRMWARE_LINE]
-    assert framer.finish() is False
-
-
-def test_many_lines_in_one_feed_are_all_returned_and_tail_is_kept() -> None:
-    framer = LineFramer()
-    assert framer.feed(b"a: 1\nb: 2\n\nc: 3\r\nd: ") == ([b"a: 1", b"b: 2", b"", b"c: 3\r"], False)
-    assert framer.feed(b"4\n") == ([b"d: 4"], False)
-
-
-def test_multibyte_character_split_across_feeds_is_reassembled() -> None:
-    framer = LineFramer()
-    encoded = "température: 21\n".encode()
-    cut = encoded.index(b"\xc3") + 1  # inside the two-byte "é"
-    assert framer.feed(encoded[:cut]) == ([], False)
-    assert framer.feed(encoded[cut:]) == ([encoded[:-1]], False)
-
-
-def test_line_of_exactly_max_line_bytes_is_accepted() -> None:
-    framer = LineFramer()
-    line = b"x" * MAX_LINE_BYTES
-    assert framer.feed(line + b"\n") == ([line], False)
-
-
-def test_partial_line_of_exactly_max_line_bytes_is_kept_until_its_newline() -> None:
-    framer = LineFramer()
-    line = b"x" * MAX_LINE_BYTES
-    assert framer.feed(line) == ([], False)
-    assert framer.feed(b"\n") == ([line], False)
-
-
-def test_line_over_max_line_bytes_is_too_long_and_earlier_lines_are_kept() -> None:
-    framer = LineFramer()
-    data = b"ok: 1\nok: 2\n" + b"x" * (MAX_LINE_BYTES + 1) + b"\nafter: 3\ntail"
-    assert framer.feed(data) == ([b"ok: 1", b"ok: 2"], True)
-    assert framer.finish() is False  # nothing after the flood is kept
-
-
-def test_partial_line_over_max_line_bytes_without_newline_is_too_long() -> None:
-    framer = LineFramer()
-    assert framer.feed(b"ok: 1\n" + b"x" * (MAX_LINE_BYTES + 1)) == ([b"ok: 1"], True)
-    assert framer.finish() is False
-
-
-def test_partial_line_growing_over_the_limit_across_feeds_is_too_long() -> None:
-    framer = LineFramer()
-    assert framer.feed(b"x" * (MAX_LINE_BYTES - 1)) == ([], False)
-    assert framer.feed(b"yy") == ([], True)
-
-
-def test_custom_max_line_bytes_is_honoured() -> None:
-    framer = LineFramer(max_line_bytes=4)
-    assert framer.feed(b"abcd\nabcde\n") == ([b"abcd"], True)
-
-
-@pytest.mark.parametrize(
-    ("fed", "incomplete"),
-    [
-        pytest.param(b"", False, id="nothing-fed"),
-        pytest.param(b"a: 1\n", False, id="only-complete-lines"),
-        pytest.param(b"a: 1\nSoil: 6", True, id="non-blank-partial"),
-        pytest.param(b"a: 1\n \t\r", False, id="blank-partial"),
-    ],
-)
-def test_finish_is_true_only_when_a_non_blank_partial_remains(fed: bytes, incomplete: bool) -> None:
-    framer = LineFramer()
-    framer.feed(fed)
-    assert framer.finish() is incomplete
-
-
-def test_finish_forgets_the_partial_line() -> None:
-    framer = LineFramer()
-    framer.feed(b"Soil: 6")
-    assert framer.finish() is True
-    assert framer.finish() is False
-    assert framer.feed(b"12\n") == ([b"12"], False)
-
-
 # --- Hypothesis properties --------------------------------------------------------------
 def _one_decimal(tenths: int) -> str:
     return f"{tenths / 10:.1f}"
@@ -470,27 +336,6 @@ def firmware_lines(draw: st.DrawFn) -> tuple[bytes, Accepted]:
     line = f"Soil: {soil}; temp: {temp}; hum: {hum}; from {mac}".encode()
     values = (("soil_moisture", float(soil)), ("air_temperature", float(temp)), ("humidity", float(hum)))
     return line, Accepted(mac, values)
-
-
-@given(lines=st.lists(firmware_lines(), max_size=20), data=st.data())
-def test_any_split_of_the_stream_yields_exactly_the_original_lines(
-    lines: list[tuple[bytes, Accepted]], data: st.DataObject
-) -> None:
-    blob = b"".join(line + b"\n" for line, _ in lines)
-    cuts = sorted(data.draw(st.sets(st.integers(0, len(blob)), max_size=50), label="cuts"))
-    bounds = [0, *cuts, len(blob)]
-    chunks = [blob[start:end] for start, end in itertools.pairwise(bounds)]
-
-    framer = LineFramer()
-    out: list[bytes] = []
-    for chunk in chunks:
-        got, too_long = framer.feed(chunk)
-        assert too_long is False
-        out.extend(got)
-
-    assert out == [line for line, _ in lines]
-    assert framer.finish() is False
-    assert [parse_line(line) for line in out] == [accepted for _, accepted in lines]
 
 
 @given(st.binary(max_size=2000))
@@ -543,7 +388,7 @@ def test_accepted_values_are_finite_and_within_metric_bounds(raw: bytes) -> None
     for metric, value in result.values:
         assert isinstance(value, float)
         assert math.isfinite(value)
-        low, high = METRIC_BOUNDS.get(metric, (-math.inf, math.inf))
+        low, high = bounds(metric)
         assert low <= value <= high, (metric, value)
 
 

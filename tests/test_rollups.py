@@ -13,11 +13,11 @@ from django.db.migrations.executor import MigrationExecutor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sensors.aggregator import Batch
-from sensors.history import sensor_series, source_for
+from sensors.ingest.aggregator import Batch
 from sensors.models import DailyReading, HourlyReading, Reading, Sensor
 from sensors.retention import RetentionThread, purge_expired_minutes
 from sensors.storage import write_batch
+from sensors.web.history import sensor_series, source_for
 from tests.seed import assert_rollups_match_minutes, stored_rollups
 
 pytestmark = pytest.mark.django_db

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.processes import ROOT
+from harness.processes import ROOT
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:

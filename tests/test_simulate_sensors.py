@@ -13,10 +13,10 @@ import time
 import pytest
 from django.core.management import call_command
 
-from sensors.protocol import Accepted, parse_line
-from sensors.simulator import make_fleet
+from harness.processes import ROOT
+from sensors.ingest.protocol import Accepted, parse_line
+from sensors.ingest.simulator import make_fleet
 from tests.conftest import manage_env
-from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

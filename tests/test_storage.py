@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from sensors.aggregator import Batch
+from sensors.ingest.aggregator import Batch
 from sensors.models import Location, Reading, Sensor
 from sensors.storage import ROWS_PER_STATEMENT, write_batch
 

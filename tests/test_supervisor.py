@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.processes import ROOT
 from sensors.models import Reading
 from tests.conftest import manage_env
-from tests.processes import ROOT
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -1,4 +1,4 @@
-"""sensors.system: the start-up checks the long-running commands share."""
+"""greenhouse_site.startup: the start-up checks the long-running commands share."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
+from harness.processes import ROOT
 from tests.conftest import manage_env
-from tests.processes import ROOT
 
 
 @pytest.mark.parametrize("command", [["collect", "--host", "127.0.0.1", "--port", "0"], ["control"]])

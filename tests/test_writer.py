@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sensors.aggregator import Batch
-from sensors.writer import Writer
+from sensors.ingest.aggregator import Batch
+from sensors.ingest.writer import Writer
 
 
 def batch_of(samples: int, mac: str = "5c:cf:7f:0a:1b:2c") -> Batch:

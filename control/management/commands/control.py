@@ -16,7 +16,7 @@ from django.db import DatabaseError, close_old_connections, connection
 
 from control.engine import Engine
 from control.transports import Dispatcher
-from sensors.system import require_migrated
+from greenhouse_site.startup import require_migrated
 
 logger = logging.getLogger("control.command")
 

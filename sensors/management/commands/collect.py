@@ -6,19 +6,27 @@ import argparse
 import ipaddress
 import logging
 import signal
+import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection
+from django.db import connection, connections
 
+from greenhouse_site.startup import raise_file_limit, require_migrated
 from sensors import storage
-from sensors.collector import Collector, CollectorConfig, KnownSensors
-from sensors.listener import BindError
+from sensors.ingest.collector import Collector, CollectorConfig, KnownSensors
+from sensors.ingest.listener import BindError
+from sensors.ingest.writer import Writer
 from sensors.retention import RetentionThread
-from sensors.system import raise_file_limit, require_migrated
-from sensors.writer import Writer
 
 logger = logging.getLogger("sensors.collect")
+
+
+def offset_clock(start: float) -> Callable[[], float]:
+    """Wall time running at the real pace from `start` (the tests' way to pick the minute samples fall in)."""
+    offset = start - time.time()
+    return lambda: time.time() + offset
 
 
 class Command(BaseCommand):
@@ -71,6 +79,14 @@ class Command(BaseCommand):
             default=settings.COLLECTOR_REUSE_PORT,
             help="share the port with other collectors started with it, one per core (default %(default)s)",
         )
+        parser.add_argument(
+            "--test-clock-start",
+            type=float,
+            default=None,
+            metavar="EPOCH",
+            help="testing only: stamp samples as if this process had started at EPOCH (UTC seconds), "
+            "so a test knows which minute its samples fall in",
+        )
 
     def handle(self, *args, **options) -> None:
         for name in ("flush_interval", "open_minute_interval", "stats_interval", "idle_timeout"):
@@ -95,24 +111,30 @@ class Command(BaseCommand):
             allowed_networks=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.COLLECTOR_ALLOWED_NETWORKS],
             reuse_port=options["reuse_port"],
         )
+        # Each thread that uses the database opens its own connection and closes it as it ends
+        # (connections.close_all closes the calling thread's): the writer, the known-sensors refresh
+        # and the retention purge. The main thread only reads sockets.
         writer = Writer(
             storage.write_batch,
-            on_exit=storage.close_connection,
+            on_exit=connections.close_all,
             max_pending_buckets=settings.COLLECTOR_MAX_PENDING_BUCKETS,
         )
         known = None
         if settings.COLLECTOR_UNKNOWN_SENSORS == "reject":
-            known = KnownSensors(storage.registered_macs, on_exit=storage.close_connection)
+            known = KnownSensors(storage.registered_macs, on_exit=connections.close_all)
             known.refresh()  # before the first line arrives
-        collector = Collector(config, writer, known_sensors=known)
         retention = RetentionThread(settings.MINUTE_RETENTION_DAYS)
+        clock = time.time
+        if options["test_clock_start"] is not None:
+            clock = offset_clock(options["test_clock_start"])
+            logger.warning("testing clock: samples are stamped from %s on", options["test_clock_start"])
+        collector = Collector(config, writer, clock=clock, known_sensors=known, side_jobs=[retention])
+        vendor = connection.vendor
+        connections.close_all()  # the main thread's, opened by the start-up checks
         try:
             host, port = collector.start()
         except BindError as exc:
             raise CommandError(str(exc)) from exc
-        retention.start()
-        # The main thread only reads sockets from here on; the writer has its own connection.
-        connection.close()
 
         def stop(signum: int, frame: object) -> None:
             collector.request_stop(f"received {signal.Signals(signum).name}")  # no I/O in a signal handler
@@ -126,7 +148,7 @@ class Command(BaseCommand):
             port,
             config.flush_interval,
             config.open_minute_interval,
-            connection.vendor,
+            vendor,
             settings.COLLECTOR_UNKNOWN_SENSORS,
             ", ".join(settings.COLLECTOR_ALLOWED_NETWORKS) or "any",
             ", port shared with other collectors (--reuse-port)" if config.reuse_port else "",
@@ -134,7 +156,6 @@ class Command(BaseCommand):
         try:
             collector.run()
         finally:  # even after an unexpected error, write what is held before exiting
-            retention.stop()
             lost = collector.shutdown()
         if lost:
             raise CommandError(

@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from sensors.models import Reading
-from sensors.retention import minutes_kept_since, purge_expired_minutes
+from sensors.retention import purge_expired_minutes
 
 
 class Command(BaseCommand):
@@ -29,7 +29,7 @@ class Command(BaseCommand):
         days = options["days"]
         if days < 0:
             raise CommandError("--days must be 0 (keep forever) or a number of days")
-        cutoff = minutes_kept_since(days)
+        cutoff = Reading.kept_since(days)
         if cutoff is None:
             self.stdout.write("retention is off (0 days): nothing deleted")
             return

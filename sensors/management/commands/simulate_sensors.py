@@ -8,8 +8,8 @@ import signal
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from sensors.simulator import make_fleet, run_fleet
-from sensors.system import raise_file_limit
+from greenhouse_site.startup import raise_file_limit
+from sensors.ingest.simulator import make_fleet, run_fleet
 
 
 class Command(BaseCommand):

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sensors.metrics import FIRMWARE_LINE
+
 BucketKey = tuple[str, str, int]  # (mac, metric, minute start as epoch seconds)
 
 
@@ -149,8 +151,7 @@ def coarsen(buckets: Iterable[tuple[BucketKey, Bucket]], seconds: int) -> dict[B
     return coarse
 
 
-FIRMWARE_METRICS = ("soil_moisture", "air_temperature", "humidity")
-_FIRMWARE_SET = frozenset(FIRMWARE_METRICS)
+_FIRMWARE_SET = frozenset(FIRMWARE_LINE)
 _NONE: frozenset[str] = frozenset()
 
 
@@ -257,7 +258,7 @@ class Aggregator:
             minute = minute_start(timestamp)
             batch = self._batch_for(minute)
             buckets = batch.buckets
-            for metric, values in zip(FIRMWARE_METRICS, (soils, temps, hums), strict=True):
+            for metric, values in zip(FIRMWARE_LINE, (soils, temps, hums), strict=True):
                 key = (mac, metric, minute)
                 bucket = buckets.get(key)
                 if bucket is None:
@@ -300,7 +301,7 @@ class Aggregator:
     def _trio(batch: Batch, mac: str, minute: int, soil: float, temp: float, hum: float) -> tuple:
         """The sensor's three buckets of the minute, the given values added."""
         trio = []
-        for metric, value in zip(FIRMWARE_METRICS, (soil, temp, hum), strict=True):
+        for metric, value in zip(FIRMWARE_LINE, (soil, temp, hum), strict=True):
             bucket = batch.buckets.get((mac, metric, minute))
             if bucket is None:
                 bucket = batch.buckets[(mac, metric, minute)] = Bucket(value)

@@ -1,7 +1,7 @@
 """The writer thread: stores drained batches off the ingest path.
 
-No Django import: it calls a `store(batch) -> rows` function (sensors.storage in
-production). A batch that fails to store is kept and merged with the batches
+No Django import: it calls a `store(batch) -> rows` function (sensors.storage.write_batch
+in production). A batch that fails to store is kept and merged with the batches
 that follow, then retried with exponential backoff, so a locked or unreachable
 database delays writes but neither blocks the listener nor loses or doubles a
 sample (merging is exact, see aggregator.Batch).
@@ -35,7 +35,6 @@ class Writer:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.rows_written = 0
-        self.batches_written = 0
         self.failed_attempts = 0
         self.max_pending_buckets = max_pending_buckets
         self.dropped_samples = 0  # over the pending bound during a long outage
@@ -96,7 +95,6 @@ class Writer:
             logger.info("database writes recovered after %d failed attempts", self.failed_attempts)
         self.failed_attempts = 0
         self.rows_written += rows
-        self.batches_written += 1
         self._pending = None
         return True
 

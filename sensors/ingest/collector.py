@@ -14,6 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from .aggregator import Aggregator, minute_start
 from .listener import LineListener, Network
@@ -83,8 +84,21 @@ class KnownSensors:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
-        self._thread.stop()
+    def request_stop(self) -> None:
+        self._thread.request_stop()
+
+    def stop(self) -> bool:
+        return self._thread.stop()
+
+
+class SideJob(Protocol):
+    """A thread beside the ingest loop (periodic.PeriodicThread): started with it, stopped after its last write."""
+
+    def start(self) -> None: ...
+
+    def request_stop(self) -> None: ...
+
+    def stop(self) -> bool: ...
 
 
 class Collector:
@@ -94,21 +108,24 @@ class Collector:
         writer: Writer,
         clock: Callable[[], float] = time.time,
         known_sensors: KnownSensors | None = None,
+        side_jobs: Sequence[SideJob] = (),
     ) -> None:
+        """`clock` stamps samples (wall time, UTC epoch seconds); `side_jobs` are threads that live
+        as long as the collector (e.g. the retention purge)."""
         self.config = config
         self.writer = writer
         self.known_sensors = known_sensors  # None: unknown sensors are registered
+        self.side_jobs: list[SideJob] = [*([known_sensors] if known_sensors is not None else []), *side_jobs]
         self.clock = clock
         self.aggregator = Aggregator(config.max_metrics_per_sensor)
         self.listener = LineListener(
             config.host,
             config.port,
-            self.handle_lines,
+            self.handle_block,
             max_connections=config.max_connections,
             idle_timeout=config.idle_timeout,
             clock=clock,
             allowed_networks=config.allowed_networks,
-            handle_block=self.handle_block,
             reuse_port=config.reuse_port,
         )
         self.lines = 0
@@ -130,8 +147,8 @@ class Collector:
         """Bind (raises listener.BindError) and start the writer; return the bound address."""
         address = self.listener.bind()
         self.writer.start()
-        if self.known_sensors is not None:
-            self.known_sensors.start()
+        for job in self.side_jobs:
+            job.start()
         now = time.monotonic()
         self._next_flush = now + self.config.flush_interval
         self._next_open_flush = now + self.config.open_minute_interval
@@ -146,27 +163,32 @@ class Collector:
         self._stop_requested = True
         self.stop_reason = reason
 
-    @property
-    def stop_requested(self) -> bool:
-        return self._stop_requested
-
     def run(self) -> None:
         while not self._stop_requested:
             self.step()
         logger.info("%s: stopping", self.stop_reason)
 
     def shutdown(self) -> int:
-        """Stop accepting, read what has arrived, flush, wait for the writer.
+        """Stop accepting, read what has arrived, flush, wait for the writer, then stop the side jobs.
 
-        Returns the number of samples that could not be written (0 on a clean stop).
+        The side jobs are told to stop first (a purge between two chunks ends there) but are only
+        waited for after the final write, so none of them can push that write past supervisor's
+        stopwaitsecs. Whatever fails while closing the sockets, what is held is still written.
+        Returns the number of samples that could not be written (0 on a clean stop, -1: unknown).
         """
-        self.listener.stop_accepting()
-        self.listener.drain(self.config.drain_seconds)
-        self.listener.close_all()
-        self.flush()
-        lost = self.writer.finish(self.config.shutdown_write_seconds)
-        if self.known_sensors is not None:
-            self.known_sensors.stop()
+        for job in self.side_jobs:
+            job.request_stop()
+        try:
+            self.listener.stop_accepting()
+            self.listener.drain(self.config.drain_seconds)
+        finally:
+            try:
+                self.listener.close_all()
+            finally:
+                self.flush()
+                lost = self.writer.finish(self.config.shutdown_write_seconds)
+                for job in self.side_jobs:
+                    job.stop()
         self.report_stats()
         return lost
 

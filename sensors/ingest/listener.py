@@ -20,7 +20,8 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 
-from .protocol import MAX_LINE_BYTES, LineFramer, Reason
+from .framing import MAX_LINE_BYTES, LineFramer
+from .protocol import Reason
 from .ratelimit import LogLimiter
 
 logger = logging.getLogger(__name__)
@@ -35,7 +36,6 @@ LISTEN_BACKLOG = 65535
 ACCEPTS_PER_POLL = 512
 ACCEPT_PAUSE = 1.0
 
-LineHandler = Callable[[str, list[bytes], float], None]
 BlockHandler = Callable[[str, bytes, float], None]
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -78,7 +78,7 @@ class LineListener:
         self,
         host: str,
         port: int,
-        handle_lines: LineHandler,
+        handle_block: BlockHandler,
         *,
         max_connections: int = 12000,
         idle_timeout: float = 600.0,
@@ -86,15 +86,12 @@ class LineListener:
         clock: Callable[[], float] = time.time,
         idle_clock: Callable[[], float] = time.monotonic,
         allowed_networks: Sequence[Network] | None = None,
-        handle_block: BlockHandler | None = None,
         reuse_port: bool = False,
     ) -> None:
-        """`handle_lines(peer, lines, time)` gets each read's complete lines as a list; with
-        `handle_block(peer, block, time)` they come as one bytes block instead, every line ending
-        in ``\\n`` (cheaper for a caller that scans the block whole, like the collector)."""
+        """`handle_block(peer, block, time)` gets each read's complete lines as one bytes block,
+        every line ending in ``\\n``, with the time the read was made."""
         self.host = host
         self.port = port
-        self.handle_lines = handle_lines
         self.handle_block = handle_block
         self.reuse_port = reuse_port  # share the port with other collectors (SO_REUSEPORT)
         self._buffer = bytearray(RECV_BYTES)  # one thread reads every socket: one buffer serves all
@@ -159,10 +156,6 @@ class LineListener:
     @property
     def connection_count(self) -> int:
         return len(self._connections)
-
-    @property
-    def accepting(self) -> bool:
-        return self._server is not None
 
     def stop_accepting(self) -> None:
         """Take the connections already waiting in the backlog, then close the listening socket."""
@@ -240,7 +233,9 @@ class LineListener:
                     logger.error("cannot accept a connection (%s); pausing accepts for %.0f s", exc, ACCEPT_PAUSE)
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
                     # The backlog stays readable: without a pause select() would spin at 100 % CPU.
-                    self._selector.unregister(self._server)
+                    # (stop_accepting may call this while accepts are paused: unregister only once.)
+                    if self._accept_paused_until is None:
+                        self._selector.unregister(self._server)
                     self._accept_paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
             accepted += 1
@@ -283,14 +278,9 @@ class LineListener:
         conn.last_active = idle_now
         data = self._view[:size].tobytes()
         try:
-            if self.handle_block is not None:
-                block, too_long = conn.framer.feed_block(data)
-                if block:
-                    self.handle_block(conn.peer, block, now)
-            else:
-                lines, too_long = conn.framer.feed(data)
-                if lines:
-                    self.handle_lines(conn.peer, lines, now)
+            block, too_long = conn.framer.feed_block(data)
+            if block:
+                self.handle_block(conn.peer, block, now)
         except Exception:  # a bug in handling must not stop the other boards being served
             self.counters["handler_errors"] += 1
             logger.exception("error handling lines from %s; closing that connection", conn.peer)

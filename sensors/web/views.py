@@ -1,4 +1,4 @@
-"""Thin views: parse the request, ask sensors.history, render."""
+"""Thin views: parse the request, ask sensors.web.history (or the models), render."""
 
 from __future__ import annotations
 
@@ -9,8 +9,12 @@ from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 
-from .access import read_only_page
-from .export import export_rows, format_time, ordered_for_export, parse_time, write_csv
+from greenhouse_site.access import read_only_page
+from sensors.export import export_rows, format_time, ordered_for_export, parse_time, write_csv
+from sensors.identity import normalise_mac
+from sensors.metrics import metric
+from sensors.models import RESOLUTIONS, HourlyReading, Location, Reading, Sensor
+
 from .history import (
     DEFAULT_MAX_POINTS,
     MAX_POINTS_LIMIT,
@@ -20,9 +24,6 @@ from .history import (
     location_series,
     sensor_series,
 )
-from .metrics import metric_info
-from .models import RESOLUTIONS, HourlyReading, Location, Reading, Sensor
-from .protocol import normalise_mac
 
 RANGES = {"1h": 1, "24h": 24, "7d": 24 * 7, "30d": 24 * 30, "1y": 24 * 365}
 
@@ -84,11 +85,11 @@ class HistoryQuery:
 
     @classmethod
     def from_params(cls, params) -> HistoryQuery:
-        metric = params.get("metric", "")
-        if not metric:
+        name = params.get("metric", "")
+        if not name:
             raise BadRequest("metric is required, e.g. metric=air_temperature")
         start, end = requested_range(params)
-        return cls(metric, start, end, _max_points(params), params.get("calibrated", "1") != "0")
+        return cls(name, start, end, _max_points(params), params.get("calibrated", "1") != "0")
 
 
 @read_only_page
@@ -102,14 +103,14 @@ def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
         query = HistoryQuery.from_params(request.GET)
     except BadRequest as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    metric, calibrated = query.metric, query.calibrated
-    series = sensor_series(sensor, metric, query.start, query.end, query.max_points, calibrated)
+    name, calibrated = query.metric, query.calibrated
+    series = sensor_series(sensor, name, query.start, query.end, query.max_points, calibrated)
     return JsonResponse(
         {
             "sensor": {"mac": sensor.mac, "name": sensor.display_name},
-            "metric": metric,
-            "label": metric_info(metric).label,
-            "unit": sensor.display_unit(metric, calibrated),
+            "metric": name,
+            "label": metric(name).label,
+            "unit": sensor.display_unit(name, calibrated),
             "calibrated": calibrated,
             "start": format_time(series.start),
             "end": format_time(series.end),
@@ -125,22 +126,29 @@ def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
 
 @read_only_page
 def location_history_api(request: HttpRequest, pk: int) -> JsonResponse:
-    """GET /api/locations/<id>/history?metric=...: one series per sensor placed there (docs/api.md)."""
+    """GET /api/locations/<id>/history?metric=...: one series per sensor placed there (docs/api.md).
+
+    Each series carries its own unit: a soil probe without dry/wet calibration is in raw units
+    while a calibrated one beside it is in %. The top-level `unit` is the one they share, or ""
+    when they differ.
+    """
     location = get_object_or_404(Location, pk=pk)
     try:
         query = HistoryQuery.from_params(request.GET)
     except BadRequest as exc:
         return JsonResponse({"error": str(exc)}, status=400)
-    metric, calibrated, start, end = query.metric, query.calibrated, query.start, query.end
-    by_sensor = location_series(location, metric, start, end, query.max_points, calibrated)
-    info = metric_info(metric)
+    name, calibrated, start, end = query.metric, query.calibrated, query.start, query.end
+    by_sensor = location_series(location, name, start, end, query.max_points, calibrated)
     step = max((series.step_seconds for series in by_sensor.values()), default=0)
+    units = {sensor.display_unit(name, calibrated) for sensor in by_sensor}
+    if not units:
+        units = {metric(name).calibrated_unit if calibrated else metric(name).unit}
     return JsonResponse(
         {
             "location": {"id": location.pk, "name": location.name},
-            "metric": metric,
-            "label": info.label,
-            "unit": info.calibrated_unit if calibrated else info.unit,
+            "metric": name,
+            "label": metric(name).label,
+            "unit": units.pop() if len(units) == 1 else "",
             "calibrated": calibrated,
             "start": format_time(start),
             "end": format_time(end),
@@ -148,6 +156,7 @@ def location_history_api(request: HttpRequest, pk: int) -> JsonResponse:
             "series": [
                 {
                     "sensor": {"mac": sensor.mac, "name": sensor.display_name},
+                    "unit": sensor.display_unit(name, calibrated),
                     "coverage": series.coverage,
                     "points": _points(series),
                 }
@@ -164,26 +173,22 @@ def _sensor_or_404(mac: str) -> Sensor:
     return get_object_or_404(Sensor.objects.select_related("location"), mac=normalised)
 
 
-@read_only_page
-def dashboard(request: HttpRequest) -> HttpResponse:
-    """Every location with its sensors' latest minute; `?partial=1` is the self-refreshing body."""
+def dashboard_groups() -> list[tuple[object, list[dict]]]:
+    """Every location with its sensors' latest minute, sensors without a location last ("Not placed")."""
     sensors = list(Sensor.objects.select_related("location").order_by("location__name", "name", "mac"))
     latest: dict[int, list] = {}
     for reading in Reading.objects.filter(sensor__in=sensors).latest_per_metric():
         latest.setdefault(reading.sensor_id, []).append(reading)
-    groups: dict[str, list] = {}
+    groups: dict[Location | None, list] = {}
     for sensor in sensors:
         values = [sensor.shown_value(reading) for reading in latest.get(sensor.id, [])]
         groups.setdefault(sensor.location, []).append(
             {"sensor": sensor, "online": sensor.is_online(), "values": values}
         )
-    # Sensors without a location come last, in their own group.
-    ordered = [
+    return [
         (location or {"pk": None, "name": "Not placed"}, entries)
         for location, entries in sorted(groups.items(), key=lambda item: (item[0] is None, str(item[0] or "")))
     ]
-    template = "sensors/_dashboard_body.html" if request.GET.get("partial") else "sensors/dashboard.html"
-    return render(request, template, {"groups": ordered, "locations": Location.objects.all()})
 
 
 @read_only_page

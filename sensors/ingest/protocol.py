@@ -1,12 +1,10 @@
-"""The sensor wire protocol (see docs/protocol.md): bytes -> lines -> samples.
+"""The sensor wire protocol (see docs/protocol.md): one line -> samples.
 
 Plain Python with no Django import, so it can be property-tested and benchmarked
-on its own. Two pieces:
-
-- `LineFramer` cuts one connection's byte stream into lines at ``\\n``, whatever
-  the recv boundaries, and refuses lines longer than `MAX_LINE_BYTES`.
-- `parse_line` turns one line into an `Accepted` (a sensor identity plus
-  metric values, with any dropped fields listed) or a `Rejected` with a reason.
+on its own. `parse_line` turns one line (cut from the byte stream by
+`sensors.ingest.framing`) into an `Accepted` (a sensor identity plus metric values,
+with any dropped fields listed) or a `Rejected` with a reason. Which keys name which
+metric, and the values each may take, come from the metric registry (sensors.metrics).
 
 Policy for a line with a valid identity and a bad field (the protocol leaves it
 to us): the good fields are kept and each bad field is counted as a rejected
@@ -20,7 +18,9 @@ import math
 import re
 from dataclasses import dataclass, field
 
-MAX_LINE_BYTES = 1024
+from sensors.identity import normalise_mac
+from sensors.metrics import FIRMWARE_LINE, bounds, canonical
+
 MAX_FIELDS_PER_LINE = 32
 MAX_KEY_LENGTH = 32
 
@@ -50,44 +50,10 @@ class Reason:
     INCOMPLETE_LINE = "incomplete_line"
 
 
-# Key as the firmware (or a hand-written client) sends it -> canonical metric name.
-METRIC_ALIASES: dict[str, str] = {
-    "soil": "soil_moisture",
-    "soil_moisture": "soil_moisture",
-    "temp": "air_temperature",
-    "temperature": "air_temperature",
-    "air_temperature": "air_temperature",
-    "hum": "humidity",
-    "humidity": "humidity",
-}
-
-# Physical bounds per canonical metric, inclusive. Extra metrics get a wide bound so
-# that sums of a minute's samples stay finite (inf + -inf would poison a stored row).
-EXTRA_METRIC_BOUNDS = (-1e9, 1e9)
-METRIC_BOUNDS: dict[str, tuple[float, float]] = {
-    "soil_moisture": (0.0, 1e9),
-    "air_temperature": (-60.0, 100.0),
-    "humidity": (0.0, 100.0),
-}
-
 _KEY_RE = re.compile(r"[a-z][a-z0-9_]*\Z", re.ASCII)
 # Plain decimal numbers only: no "1_000", "0x10", "nan" or "inf" (float() takes those).
 _NUMBER_RE = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
 _NON_FINITE = frozenset({"nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity"})
-_MAC_SEPARATED_RE = re.compile(r"[0-9a-f]{2}([:-])[0-9a-f]{2}(?:\1[0-9a-f]{2}){4}\Z")
-_MAC_BARE_RE = re.compile(r"[0-9a-f]{12}\Z")
-
-
-def normalise_mac(text: str) -> str | None:
-    """Return the MAC as lowercase ``aa:bb:cc:dd:ee:ff``, or None if it is not one."""
-    value = text.strip().lower()
-    if _MAC_SEPARATED_RE.match(value):
-        digits = value.replace(value[2], "")
-    elif _MAC_BARE_RE.match(value):
-        digits = value
-    else:
-        return None
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +78,7 @@ def _parse_value(metric: str, text: str) -> float | str:
     value = float(text)
     if not math.isfinite(value):  # 1e999
         return Reason.NOT_FINITE
-    low, high = METRIC_BOUNDS.get(metric, EXTRA_METRIC_BOUNDS)
+    low, high = bounds(metric)
     if not low <= value <= high:
         return Reason.OUT_OF_RANGE
     return value
@@ -140,8 +106,8 @@ _CANONICAL = (
 _CANONICAL_LINE = re.compile((_CANONICAL + r"\Z").encode("ascii"))
 # The same pattern over a block of complete lines (decoded as ASCII): one match per firmware line.
 _CANONICAL_BLOCK = re.compile(r"^" + _CANONICAL + r"$", re.MULTILINE | re.ASCII)
-TEMPERATURE_LOW, TEMPERATURE_HIGH = METRIC_BOUNDS["air_temperature"]
-HUMIDITY_HIGH = METRIC_BOUNDS["humidity"][1]
+TEMPERATURE_LOW, TEMPERATURE_HIGH = bounds("air_temperature")
+HUMIDITY_HIGH = bounds("humidity")[1]
 
 
 def parse_firmware_line(raw: bytes) -> tuple[str, float, float, float] | None:
@@ -162,7 +128,7 @@ def parse_canonical(raw: bytes) -> Accepted | None:
     if fields is None:
         return None
     mac, soil, temperature, humidity = fields
-    return Accepted(mac, (("soil_moisture", soil), ("air_temperature", temperature), ("humidity", humidity)))
+    return Accepted(mac, tuple(zip(FIRMWARE_LINE, (soil, temperature, humidity), strict=True)))
 
 
 def parse_firmware_block(block: bytes) -> tuple[tuple[str, ...], list[float], list[float], list[float]] | None:
@@ -228,7 +194,7 @@ def parse_line_full(raw: bytes) -> Accepted | Rejected | None:
         if len(key) > MAX_KEY_LENGTH or not key.isascii() or not _KEY_RE.match(key := key.lower()):
             dropped.append(Reason.INVALID_KEY)
             continue
-        metric = METRIC_ALIASES.get(key, key)
+        metric = canonical(key)
         if metric in values:
             dropped.append(Reason.DUPLICATE_FIELD)
             continue
@@ -243,93 +209,3 @@ def parse_line_full(raw: bytes) -> Accepted | Rejected | None:
     if not values:
         return Rejected(dropped[0] if dropped else Reason.NO_VALUES)
     return Accepted(mac, tuple(values.items()), tuple(dropped))
-
-
-def _may_have_long_line(data: bytes, end: int, limit: int) -> bool:
-    """Could `data[:end]` hold a run of more than `limit` bytes without a newline?
-
-    A run of at least limit + 1 bytes covers a whole aligned window of (limit + 2) // 2 bytes,
-    so looking for ``\\n`` in each window (a few hundred `find` calls for 256 KiB) never misses
-    one; a window without ``\\n`` only means the exact, per-line check must run.
-    """
-    width = (limit + 2) // 2
-    find = data.find
-    for start in range(0, end - width + 1, width):
-        if find(b"\n", start, start + width) < 0:
-            return True
-    return False
-
-
-class LineFramer:
-    """Cuts one connection's byte stream into lines at ``\\n``.
-
-    Keeps at most one partial line between reads, so memory per connection is
-    bounded by `max_line_bytes` plus one read.
-    """
-
-    __slots__ = ("_partial", "max_line_bytes")
-
-    def __init__(self, max_line_bytes: int = MAX_LINE_BYTES) -> None:
-        self._partial = b""
-        self.max_line_bytes = max_line_bytes
-
-    def feed(self, data: bytes) -> tuple[list[bytes], bool]:
-        """Return the complete lines in `data`, and whether a line was too long.
-
-        On a too-long line the lines before it are still returned; the caller is
-        expected to close the connection, so nothing after it is kept.
-        """
-        if self._partial:
-            data = self._partial + data
-        lines = data.split(b"\n")
-        self._partial = lines.pop()
-        limit = self.max_line_bytes
-        if lines and max(map(len, lines)) > limit:
-            for index, line in enumerate(lines):
-                if len(line) > limit:
-                    self._partial = b""
-                    return lines[:index], True
-        if len(self._partial) > limit:
-            self._partial = b""
-            return lines, True
-        return lines, False
-
-    def feed_block(self, data: bytes) -> tuple[bytes, bool]:
-        """Like `feed`, but return the complete lines as one block of bytes, each ending in ``\\n``.
-
-        Cheaper than a list of lines when the caller scans the block whole (the collector's
-        fast path). Lines, limit and too-long outcome are exactly those of `feed`.
-        """
-        limit = self.max_line_bytes
-        if self._partial:
-            data = self._partial + data
-        elif data[-1:] == b"\n" and len(data) <= limit + 1:  # whole short lines: the usual read
-            return data, False
-        cut = data.rfind(b"\n") + 1
-        if cut and cut > limit and _may_have_long_line(data, cut, limit):
-            lines, too_long = self._feed_lines(data[:cut] + b"x")  # the "x" stands for the partial line
-            if too_long:
-                self._partial = b""
-                return b"".join(line + b"\n" for line in lines), True
-        block, partial = data[:cut], data[cut:]
-        if len(partial) > limit:
-            self._partial = b""
-            return block, True
-        self._partial = partial
-        return block, False
-
-    def _feed_lines(self, data: bytes) -> tuple[list[bytes], bool]:
-        """`feed` without keeping anything: the complete lines of `data` and whether one is too long."""
-        lines = data.split(b"\n")
-        lines.pop()
-        limit = self.max_line_bytes
-        for index, line in enumerate(lines):
-            if len(line) > limit:
-                return lines[:index], True
-        return lines, False
-
-    def finish(self) -> bool:
-        """Forget the partial line at end of stream; True if one was discarded."""
-        incomplete = bool(self._partial.strip())
-        self._partial = b""
-        return incomplete

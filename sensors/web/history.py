@@ -16,12 +16,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.conf import settings
 from django.db.models import FloatField, IntegerField, Max, Min, Sum
 from django.db.models.expressions import Func
 
-from .models import RESOLUTIONS, HourlyReading, Location, Reading, ReadingFields, ReadingQuerySet, Sensor
-from .retention import minutes_kept_since
+from sensors.models import RESOLUTIONS, HourlyReading, Location, Reading, ReadingFields, ReadingQuerySet, Sensor
 
 SAMPLE_PERIOD_SECONDS = 2  # the firmware sends one line every 2 s
 DEFAULT_MAX_POINTS = 1000
@@ -87,7 +85,7 @@ def step_for(start: datetime, end: datetime, max_points: int) -> int:
 
 def finest_stored(start: datetime, now: datetime | None = None) -> type[ReadingFields]:
     """Minutes while the retention period still holds them from `start` on; hours (kept forever) before."""
-    kept_since = minutes_kept_since(settings.MINUTE_RETENTION_DAYS, now)
+    kept_since = Reading.kept_since(now=now)
     return Reading if kept_since is None or start >= kept_since else HourlyReading
 
 
