@@ -1,7 +1,8 @@
 """`manage.py` commands as subprocesses, as supervisor runs them: log kept line by line, SIGTERM to stop.
 
 Shared by the end-to-end tests (collector, control) and by bench/, so they start
-and stop the real commands in one way.
+and stop the real commands in one way. `tracebacks()` is what every test checks
+after a process ended: a stop or a crash that printed a traceback fails the test.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LISTENING_RE = re.compile(r"collector listening on (\S+):(\d+)")
+TRACEBACK = "Traceback (most recent call last)"
+
+
+def tracebacks(output: str, context_lines: int = 25) -> list[str]:
+    """Each traceback in a process's output, with the lines that follow it (empty: none)."""
+    lines = output.splitlines()
+    return ["\n".join(lines[i : i + context_lines]) for i, line in enumerate(lines) if TRACEBACK in line]
 
 
 class ManageProcess:
@@ -23,6 +31,7 @@ class ManageProcess:
 
     def __init__(self, *args: str, env: dict[str, str], python: Sequence[str] = (sys.executable,)) -> None:
         self.lines: list[str] = []
+        self.args = args
         self.process = subprocess.Popen(
             [*python, "manage.py", *args],
             cwd=ROOT,
@@ -64,6 +73,12 @@ class ManageProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait(10)
+        self._reader.join(5)
+
+    def assert_no_traceback(self) -> None:
+        """Fail if the process printed a traceback (call it once the process has ended)."""
+        found = tracebacks(self.output)
+        assert not found, f"`manage.py {' '.join(self.args)}` printed a traceback:\n" + "\n---\n".join(found)
 
 
 class CollectorProcess(ManageProcess):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from urllib.parse import quote
 
 import pytest
 
-from harness.processes import CollectorProcess
+from harness.processes import CollectorProcess, ManageProcess
 
 
 # --- services: PostgreSQL must be there when DATABASE_URL names it ----------------------
@@ -76,6 +77,7 @@ def manage_env(**extra: str) -> dict[str, str]:
 
 @pytest.fixture
 def start_collector() -> Iterator:
+    """Start `manage.py collect` (on a free port); every one is killed at the end and its log checked."""
     started: list[CollectorProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> CollectorProcess:
@@ -86,14 +88,38 @@ def start_collector() -> Iterator:
     yield start
     for collector in started:
         collector.kill()
+    for collector in started:
+        collector.assert_no_traceback()
 
 
-def wait_for_fresh_minute(needed_seconds: float = 20.0) -> None:
-    """Sleep into the next UTC minute if fewer than `needed_seconds` remain in this one.
+@pytest.fixture
+def start_command() -> Iterator:
+    """Start any `manage.py` command (control, ...); every one is killed at the end and its log checked."""
+    started: list[ManageProcess] = []
 
-    End-to-end tests that expect every sample in one per-minute row use it, so a
-    run that happens to straddle a minute boundary does not split the expected row.
+    def start(*args: str, env: dict[str, str] | None = None) -> ManageProcess:
+        process = ManageProcess(*args, env=env or manage_env())
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+    for process in started:
+        process.assert_no_traceback()
+
+
+def a_minute_ago(now: float | None = None) -> float:
+    """One second into the UTC minute that began an hour ago: a clock start for `collect --test-clock-start`.
+
+    A collector started with it stamps every sample of a short test into that one minute,
+    whenever the test runs (no waiting for a fresh minute), and an hour back is well inside
+    the minute retention.
     """
-    into_minute = time.time() % 60
-    if into_minute > 60 - needed_seconds:
-        time.sleep(60 - into_minute + 0.2)
+    now = time.time() if now is None else now
+    return (now // 60) * 60 - 3600 + 1
+
+
+def minute_text(epoch: float) -> str:
+    """The export's `start` for the minute `epoch` falls in, e.g. 2026-11-24T10:15:00Z."""
+    return datetime.fromtimestamp(epoch // 60 * 60, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

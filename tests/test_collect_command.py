@@ -14,20 +14,24 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
 
 import pytest
 from django.core.management import call_command
 
 from harness.processes import ROOT
 from sensors.models import Sensor
-from tests.conftest import manage_env, wait_for_fresh_minute
+from tests.conftest import a_minute_ago, manage_env, minute_text
 from tests.seed import assert_rollups_match_minutes
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 # The open minute written every 0.3 s too, so that tests can see rows while the collector runs.
 FAST = ("--flush-interval", "0.3", "--open-minute-interval", "0.3", "--stats-interval", "3600")
+# Tests that compare whole minute rows start their collectors on a clock one second into a known
+# minute, so every sample they send falls in that minute whatever the wall clock says.
+START = a_minute_ago()
+CLOCK = ("--test-clock-start", repr(START))
+MINUTE = minute_text(START)
 
 
 class Expected:
@@ -63,10 +67,6 @@ def exported() -> dict[tuple[str, str], dict[str, str]]:
         (row["sensor"], row["metric"]): {field: row[field] for field in ("start", "samples", "mean", "min", "max")}
         for row in rows
     }
-
-
-def this_minute() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:00Z")
 
 
 def firmware_lines(mac: str, count: int, seed: int, expected: Expected) -> list[bytes]:
@@ -114,8 +114,7 @@ def stats_line(output: str) -> str:
 
 
 def test_every_good_sample_is_stored_once_whatever_the_framing(start_collector):
-    wait_for_fresh_minute()
-    collector = start_collector(*FAST)
+    collector = start_collector(*FAST, *CLOCK)
     expected = Expected()
     rng = random.Random(7)
 
@@ -157,13 +156,12 @@ def test_every_good_sample_is_stored_once_whatever_the_framing(start_collector):
         send_in_random_pieces(sock_a, b"".join(stream_a), rng)
         send_byte_by_byte(sock_b, b"".join(stream_b))
         sock_c.sendall(b"".join(stream_c) + b"Soil: 1; from 5c:cf:7f:00:00:0c")  # incomplete at close
-    minute = this_minute()
     time.sleep(0.3)
 
     started = time.monotonic()
     assert collector.stop() == 0, collector.output
     assert time.monotonic() - started < 10
-    assert exported() == expected.rows(minute)
+    assert exported() == expected.rows(MINUTE)
 
     stats = stats_line(collector.output)
     assert "invalid_encoding=1" in stats
@@ -191,8 +189,7 @@ def test_sensor_is_registered_on_first_line_with_its_address(start_collector):
 
 
 def test_line_over_1kib_closes_that_connection_but_keeps_the_lines_before_it(start_collector):
-    wait_for_fresh_minute()
-    collector = start_collector(*FAST)
+    collector = start_collector(*FAST, *CLOCK)
     expected = Expected()
     good = firmware_lines("5c:cf:7f:00:00:01", 3, seed=4, expected=expected)
     after = firmware_lines("5c:cf:7f:00:00:01", 1, seed=5, expected=Expected())  # never stored
@@ -201,30 +198,27 @@ def test_line_over_1kib_closes_that_connection_but_keeps_the_lines_before_it(sta
         flood.sendall(b"".join(good) + b"x" * 1025 + b"\n" + b"".join(after))
         assert_closed_by_server(flood)
         neighbour.sendall(b"".join(other))
-    minute = this_minute()
     time.sleep(0.3)
     assert collector.stop() == 0
-    assert exported() == expected.rows(minute)
+    assert exported() == expected.rows(MINUTE)
     assert "line_too_long=1" in stats_line(collector.output)
 
 
 def test_restart_in_the_same_minute_adds_to_the_stored_rows(start_collector):
-    wait_for_fresh_minute(needed_seconds=30)
     expected = Expected()
     for run in range(2):
-        collector = start_collector(*FAST)
+        collector = start_collector(*FAST, *CLOCK)
         with connect(collector.port) as sock:
             sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:0a", 10, seed=run, expected=expected)))
             time.sleep(0.3)
         assert collector.stop() == 0, collector.output
-    assert exported() == expected.rows(this_minute())
+    assert exported() == expected.rows(MINUTE)
     assert_rollups_match_minutes()
 
 
 def test_two_collectors_on_one_database_merge_exactly(start_collector):
-    wait_for_fresh_minute(needed_seconds=30)
     expected = Expected()
-    first, second = start_collector(*FAST), start_collector(*FAST)
+    first, second = start_collector(*FAST, *CLOCK), start_collector(*FAST, *CLOCK)
     shared = ["5c:cf:7f:00:01:00", "5c:cf:7f:00:01:01", "5c:cf:7f:00:01:02"]
     sockets = [connect(collector.port) for collector in (first, second) for _ in shared]
     try:
@@ -237,20 +231,18 @@ def test_two_collectors_on_one_database_merge_exactly(start_collector):
     finally:
         for sock in sockets:
             sock.close()
-    minute = this_minute()
     time.sleep(0.3)
     assert first.stop() == 0, first.output
     assert second.stop() == 0, second.output
-    assert exported() == expected.rows(minute)
+    assert exported() == expected.rows(MINUTE)
     assert_rollups_match_minutes()
 
 
 def test_collectors_started_with_reuse_port_share_one_port_and_store_every_sample(start_collector):
     """Two collector processes on one port (one per core): the kernel spreads the boards over them."""
-    wait_for_fresh_minute(needed_seconds=30)
     expected = Expected()
-    first = start_collector("--reuse-port", *FAST)
-    second = start_collector("--reuse-port", *FAST, "--port", str(first.port))
+    first = start_collector("--reuse-port", *FAST, *CLOCK)
+    second = start_collector("--reuse-port", *FAST, *CLOCK, "--port", str(first.port))
     assert second.port == first.port
     assert "port shared with other collectors" in first.output
     macs = [f"5c:cf:7f:00:02:{index:02x}" for index in range(24)]
@@ -263,14 +255,13 @@ def test_collectors_started_with_reuse_port_share_one_port_and_store_every_sampl
     finally:
         for sock in sockets:
             sock.close()
-    minute = this_minute()
     time.sleep(0.3)
     assert first.stop() == 0, first.output
     assert second.stop() == 0, second.output
     opened = [int(re.search(r"connections opened (\d+)", stats_line(c.output)).group(1)) for c in (first, second)]
     assert sum(opened) == len(macs)
     assert min(opened) > 0, opened  # all 24 on one of the two: a chance of 2 in 2**24
-    assert exported() == expected.rows(minute)
+    assert exported() == expected.rows(MINUTE)
     assert_rollups_match_minutes()
 
 
@@ -284,8 +275,7 @@ def test_idle_connection_is_closed_after_the_timeout(start_collector):
 
 
 def test_connections_beyond_the_maximum_are_refused_and_the_others_served(start_collector):
-    wait_for_fresh_minute()
-    collector = start_collector("--max-connections", "2", *FAST)
+    collector = start_collector("--max-connections", "2", *FAST, *CLOCK)
     expected = Expected()
     with connect(collector.port) as one, connect(collector.port) as two:
         time.sleep(0.3)
@@ -293,10 +283,9 @@ def test_connections_beyond_the_maximum_are_refused_and_the_others_served(start_
             assert_closed_by_server(three)
         one.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:21", 2, seed=1, expected=expected)))
         two.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:22", 2, seed=2, expected=expected)))
-    minute = this_minute()
     time.sleep(0.3)
     assert collector.stop() == 0
-    assert exported() == expected.rows(minute)
+    assert exported() == expected.rows(MINUTE)
     assert "refused 1" in stats_line(collector.output)
 
 
@@ -370,16 +359,14 @@ def test_allowed_networks_let_their_boards_in(start_collector):
 
 
 def test_with_unknown_sensors_rejected_only_registered_boards_are_stored(start_collector):
-    wait_for_fresh_minute()
     Sensor.objects.create(mac="5c:cf:7f:00:00:01", name="Known")
-    collector = start_collector(*FAST, env=manage_env(COLLECTOR_UNKNOWN_SENSORS="reject"))
+    collector = start_collector(*FAST, *CLOCK, env=manage_env(COLLECTOR_UNKNOWN_SENSORS="reject"))
     expected = Expected()
     with connect(collector.port) as sock:
         sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 4, seed=1, expected=expected)))
         sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:02", 3, seed=2, expected=Expected())))
-    minute = this_minute()
     time.sleep(0.3)
     assert collector.stop() == 0
-    assert exported() == expected.rows(minute)
+    assert exported() == expected.rows(MINUTE)
     assert list(Sensor.objects.values_list("mac", flat=True)) == ["5c:cf:7f:00:00:01"]
     assert "unknown_sensor=3" in stats_line(collector.output)

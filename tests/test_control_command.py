@@ -8,19 +8,12 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from control.models import Event, Output, Rule
-from harness.processes import ManageProcess
 from sensors.models import Sensor
-from tests.conftest import manage_env
 from tests.peers import RecordingServer, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 MAC = "5c:cf:7f:0a:1b:2c"
-
-
-def start_control(*args: str) -> ManageProcess:
-    """`manage.py control` as supervisor runs it, with its log kept."""
-    return ManageProcess("control", *args, env=manage_env())
 
 
 @pytest.fixture
@@ -35,7 +28,9 @@ def send(port: int, temperature: int, lines: int = 3) -> None:
         board.sendall(f"Soil: 612; temp: {temperature}; hum: 48; from {MAC}\n".encode() * lines)
 
 
-def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_again(start_collector, plug):
+def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_again(
+    start_collector, start_command, plug
+):
     sensor = Sensor.objects.create(mac=MAC, name="North bench")
     heater = Output.objects.create(
         name="Heater",
@@ -55,7 +50,7 @@ def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_ag
         on_release="off",
     )
     collector = start_collector("--flush-interval", "0.3", "--open-minute-interval", "0.3", "--stats-interval", "3600")
-    control = start_control("--interval", "0.3")
+    control = start_command("control", "--interval", "0.3")
     try:
         paths = lambda: [request.path for request in plug.requests]  # noqa: E731
         # No data yet: the heater is put in its safe state (off) first.
@@ -69,6 +64,8 @@ def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_ag
     finally:
         control.kill()
     assert collector.stop() == 0
+    control.assert_no_traceback()
+    collector.assert_no_traceback()
     log = "".join(control.lines)
     assert "control running" in log and "received SIGTERM: control stopped" in log
     trigger = Event.objects.get(kind="trigger")

@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from django.db import connection
 
-from tests.conftest import database_url, wait_for_fresh_minute
+from tests.conftest import database_url
 from tests.seed import assert_rollups_match_minutes
-from tests.test_collect_command import FAST, Expected, connect, exported, firmware_lines, this_minute
+from tests.test_collect_command import CLOCK, FAST, MINUTE, Expected, connect, exported, firmware_lines
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -34,8 +34,7 @@ def database_locked():
 
 
 def test_samples_received_while_the_database_is_locked_are_written_once_it_is_free(start_collector):
-    wait_for_fresh_minute(needed_seconds=35)
-    collector = start_collector(*FAST)
+    collector = start_collector(*FAST, *CLOCK)
     expected = Expected()
     with connect(collector.port) as first:
         with database_locked():
@@ -48,8 +47,7 @@ def test_samples_received_while_the_database_is_locked_are_written_once_it_is_fr
                 time.sleep(0.3)
         first.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=99, expected=expected)))
         time.sleep(2)
-    minute = this_minute()
-    assert exported() == expected.rows(minute)  # written while still running: the retry did it
+    assert exported() == expected.rows(MINUTE)  # written while still running: the retry did it
     assert collector.stop() == 0
     assert_rollups_match_minutes()  # the late flush reached the hours and days too
     if connection.vendor == "sqlite":  # SQLite gives up after its busy timeout; PostgreSQL just waits
@@ -68,8 +66,7 @@ def test_postgresql_going_away_and_coming_back_loses_nothing(start_collector):
     proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))).start()
     try:
         url = database_url().replace(f":{settings_dict['PORT'] or 5432}/", f":{proxy.port}/")
-        wait_for_fresh_minute(needed_seconds=40)
-        collector = start_collector(*FAST, env=manage_env(DATABASE_URL=url))
+        collector = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
         expected = Expected()
         with connect(collector.port) as sock:
             sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=1, expected=expected)))
@@ -80,8 +77,7 @@ def test_postgresql_going_away_and_coming_back_loses_nothing(start_collector):
                 time.sleep(1)
             proxy.restore()  # ... and is back
             time.sleep(4)  # the backoff reaches at most 4 s by now
-        minute = this_minute()
-        assert exported() == expected.rows(minute)
+        assert exported() == expected.rows(MINUTE)
         assert collector.stop() == 0
         assert "keeping them and retrying" in collector.output
         assert "database writes recovered" in collector.output

@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 
 from sensors.models import Sensor
-from tests.conftest import wait_for_fresh_minute
-from tests.test_collect_command import FAST, Expected, connect, exported, firmware_lines, this_minute
+from tests.test_collect_command import CLOCK, FAST, MINUTE, Expected, connect, exported, firmware_lines
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -37,8 +36,7 @@ def quietly(action) -> None:
 def test_collector_survives_hostile_input_with_bounded_memory_and_exact_totals(start_collector):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 8192)), hard))
-    wait_for_fresh_minute(needed_seconds=40)
-    collector = start_collector(*FAST)
+    collector = start_collector(*FAST, *CLOCK)
     pid = collector.process.pid
     baseline = rss_kib(pid)
     expected = Expected()
@@ -85,10 +83,9 @@ def test_collector_survives_hostile_input_with_bounded_memory_and_exact_totals(s
         reporter.join(10)
         for sock in idle:
             sock.close()
-    minute = this_minute()
     time.sleep(0.5)
     assert collector.stop() == 0, collector.output[-3000:]
-    assert exported() == expected.rows(minute)
+    assert exported() == expected.rows(MINUTE)
     assert sorted(Sensor.objects.values_list("mac", flat=True)) == [f"5c:cf:7f:00:00:0{i}" for i in range(3)]
     # 1,500 open connections and ~13 MB of garbage may cost a few MB, not a copy of the input.
     assert peak - baseline < 40_000, f"RSS grew from {baseline} KiB to {peak} KiB"

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from sensors.ingest.aggregator import Batch
 from sensors.models import DailyReading, HourlyReading, Reading, Sensor
-from sensors.retention import RetentionThread, purge_expired_minutes
+from sensors.retention import purge_expired_minutes
 from sensors.storage import write_batch
 from sensors.web.history import sensor_series, source_for
 from tests.seed import assert_rollups_match_minutes, stored_rollups
@@ -88,11 +88,30 @@ def test_purging_minutes_leaves_the_rollups_and_old_history_untouched():
 
 
 def test_retention_zero_keeps_every_minute(settings):
-    settings.MINUTE_RETENTION_DAYS = 0
     write_batch(batch_of([(MACS[0], "humidity", int((NOW - timedelta(days=400)).timestamp()), 50.0)]))
-    assert RetentionThread(0).purge_once() == 0
-    assert purge_expired_minutes(0) == 0
+    settings.MINUTE_RETENTION_DAYS = 0
+    call_command("prune_readings", stdout=(out := io.StringIO()))  # --days defaults to the setting
+    assert "retention is off" in out.getvalue()
+    assert Reading.kept_since() is None
     assert Reading.objects.count() == 1
+    settings.MINUTE_RETENTION_DAYS = 30  # the same minute under the default retention is deleted
+    call_command("prune_readings", stdout=(out := io.StringIO()))
+    assert "deleted 1 minute rows" in out.getvalue()
+    assert Reading.objects.count() == 0
+
+
+def test_a_purge_stops_between_two_chunks_once_a_stop_is_requested():
+    start = int((NOW - timedelta(days=40)).timestamp())
+    write_batch(batch_of([(MACS[0], "humidity", start + i * 60, 40.0) for i in range(50)]))
+    chunks = []
+
+    def stopping() -> bool:
+        chunks.append(Reading.objects.count())
+        return len(chunks) > 2  # a stop arrives after two chunks
+
+    assert purge_expired_minutes(30, now=NOW, chunk=10, stopping=stopping) == 20
+    assert Reading.objects.count() == 30  # the rest waits for the next run
+    assert purge_expired_minutes(30, now=NOW, chunk=10) == 30
 
 
 def test_prune_readings_command_reports_and_deletes_only_expired_minutes():

@@ -5,12 +5,13 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from harness.processes import ROOT
+from harness.processes import ROOT, tracebacks
 from sensors.models import Reading
 from tests.conftest import manage_env
 
@@ -50,6 +51,39 @@ def stored_samples() -> int:
     return sum(Reading.objects.filter(metric="soil_moisture").values_list("samples", flat=True))
 
 
+class Supervisord:
+    """The real supervisord in the foreground; its output (every program's log) read by a thread."""
+
+    def __init__(self, env: dict[str, str], collector_port: int) -> None:
+        self.port = collector_port
+        self.lines: list[str] = []
+        self.process = subprocess.Popen(
+            [str(BIN / "supervisord"), "-c", str(CONF)],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
+
+    def shutdown(self) -> None:
+        if self.process.poll() is None:
+            ctl("shutdown")
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        self._reader.join(5)
+
+
 @pytest.fixture
 def supervisord():
     if (ROOT / "var" / "supervisor.sock").exists():
@@ -62,26 +96,18 @@ def supervisord():
         COLLECTOR_OPEN_MINUTE_INTERVAL="0.5",
         GUNICORN_CMD_ARGS=f"--bind 127.0.0.1:{free_port()}",
     )
-    process = subprocess.Popen(
-        [str(BIN / "supervisord"), "-c", str(CONF)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    running = Supervisord(env, port)
     try:
-        yield port
+        yield running
     finally:
-        if process.poll() is None:
-            ctl("shutdown")
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        running.shutdown()
+    # collect, control and gunicorn log to supervisord's output: no start, restart or stop may print a traceback.
+    found = tracebacks("".join(running.lines))
+    assert not found, "a program under supervisor printed a traceback:\n" + "\n---\n".join(found)
 
 
 def test_restart_and_stop_through_supervisorctl_lose_no_sample(supervisord):
-    port = supervisord
+    port = supervisord.port
     line = b"Soil: 600; temp: 20; hum: 50; from 5c:cf:7f:00:00:01\n"
     send_when_listening(port, line * 40)
     assert "collect: stopped" in ctl("restart", "collect")
