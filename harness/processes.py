@@ -26,14 +26,14 @@ def tracebacks(output: str, context_lines: int = 25) -> list[str]:
     return ["\n".join(lines[i : i + context_lines]) for i, line in enumerate(lines) if TRACEBACK in line]
 
 
-class ManageProcess:
-    """`python manage.py <args>` with its output read by a thread into `lines`."""
+class LoggedProcess:
+    """A program run in ROOT with its output (stdout and stderr) read by a thread into `lines`."""
 
-    def __init__(self, *args: str, env: dict[str, str], python: Sequence[str] = (sys.executable,)) -> None:
+    def __init__(self, argv: Sequence[str], env: dict[str, str]) -> None:
         self.lines: list[str] = []
-        self.args = args
+        self.argv = list(argv)
         self.process = subprocess.Popen(
-            [*python, "manage.py", *args],
+            self.argv,
             cwd=ROOT,
             env=env,
             stdin=subprocess.DEVNULL,
@@ -78,7 +78,14 @@ class ManageProcess:
     def assert_no_traceback(self) -> None:
         """Fail if the process printed a traceback (call it once the process has ended)."""
         found = tracebacks(self.output)
-        assert not found, f"`manage.py {' '.join(self.args)}` printed a traceback:\n" + "\n---\n".join(found)
+        assert not found, f"`{' '.join(self.argv)}` printed a traceback:\n" + "\n---\n".join(found)
+
+
+class ManageProcess(LoggedProcess):
+    """`python manage.py <args>`, as supervisor runs it."""
+
+    def __init__(self, *args: str, env: dict[str, str], python: Sequence[str] = (sys.executable,)) -> None:
+        super().__init__([*python, "manage.py", *args], env)
 
 
 class CollectorProcess(ManageProcess):

@@ -27,7 +27,31 @@ def _postgres_unreachable() -> str | None:
     return None
 
 
+# Fixtures through which a test reaches the database (pytest-django's, and those built on them).
+DATABASE_FIXTURES = frozenset({"db", "transactional_db", "django_db_reset_sequences", "live_server"})
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--database-tests-only",
+        action="store_true",
+        help="run only tests that use the database (make test-postgres: the others already ran on SQLite)",
+    )
+
+
+def uses_database(item: pytest.Item) -> bool:
+    return item.get_closest_marker("django_db") is not None or not DATABASE_FIXTURES.isdisjoint(
+        getattr(item, "fixturenames", ())
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--database-tests-only"):
+        # Plain-Python tests (the parser, the aggregator, the rule state machine) give the same
+        # answer on any database: `make test` runs them once, in the SQLite pass.
+        kept = [item for item in items if uses_database(item)]
+        config.hook.pytest_deselected(items=[item for item in items if not uses_database(item)])
+        items[:] = kept
     reason = _postgres_unreachable()
     if reason:
         for item in items:
@@ -75,30 +99,12 @@ def manage_env(**extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture
-def start_collector() -> Iterator:
-    """Start `manage.py collect` (on a free port); every one is killed at the end and its log checked."""
-    started: list[CollectorProcess] = []
-
-    def start(*args: str, env: dict[str, str] | None = None) -> CollectorProcess:
-        collector = CollectorProcess(*args, env=env or manage_env())
-        started.append(collector)
-        return collector
-
-    yield start
-    for collector in started:
-        collector.kill()
-    for collector in started:
-        collector.assert_no_traceback()
-
-
-@pytest.fixture
-def start_command() -> Iterator:
-    """Start any `manage.py` command (control, ...); every one is killed at the end and its log checked."""
+def _started(kind: type[ManageProcess]) -> Iterator:
+    """A factory fixture's body: start processes of `kind`; at the end kill them all and check their logs."""
     started: list[ManageProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> ManageProcess:
-        process = ManageProcess(*args, env=env or manage_env())
+        process = kind(*args, env=env or manage_env())
         started.append(process)
         return process
 
@@ -107,6 +113,18 @@ def start_command() -> Iterator:
         process.kill()
     for process in started:
         process.assert_no_traceback()
+
+
+@pytest.fixture
+def start_collector() -> Iterator:
+    """Start `manage.py collect` on a free port of 127.0.0.1 (the args follow `collect`)."""
+    yield from _started(CollectorProcess)
+
+
+@pytest.fixture
+def start_command() -> Iterator:
+    """Start any `manage.py` command (the args include the command's name)."""
+    yield from _started(ManageProcess)
 
 
 def a_minute_ago(now: float | None = None) -> float:

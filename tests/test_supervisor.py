@@ -5,13 +5,12 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from harness.processes import ROOT, tracebacks
+from harness.processes import ROOT, LoggedProcess
 from sensors.models import Reading
 from tests.conftest import manage_env
 
@@ -51,27 +50,12 @@ def stored_samples() -> int:
     return sum(Reading.objects.filter(metric="soil_moisture").values_list("samples", flat=True))
 
 
-class Supervisord:
-    """The real supervisord in the foreground; its output (every program's log) read by a thread."""
+class Supervisord(LoggedProcess):
+    """The real supervisord in the foreground; its output holds every program's log."""
 
     def __init__(self, env: dict[str, str], collector_port: int) -> None:
         self.port = collector_port
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [str(BIN / "supervisord"), "-c", str(CONF)],
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
+        super().__init__([str(BIN / "supervisord"), "-c", str(CONF)], env)
 
     def shutdown(self) -> None:
         if self.process.poll() is None:
@@ -79,9 +63,8 @@ class Supervisord:
             try:
                 self.process.wait(30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-        self._reader.join(5)
+                pass
+        self.kill()
 
 
 @pytest.fixture
@@ -102,8 +85,7 @@ def supervisord():
     finally:
         running.shutdown()
     # collect, control and gunicorn log to supervisord's output: no start, restart or stop may print a traceback.
-    found = tracebacks("".join(running.lines))
-    assert not found, "a program under supervisor printed a traceback:\n" + "\n---\n".join(found)
+    running.assert_no_traceback()
 
 
 def test_restart_and_stop_through_supervisorctl_lose_no_sample(supervisord):

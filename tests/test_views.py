@@ -96,3 +96,39 @@ def test_api_needs_login_unless_the_pages_are_made_public(client, sensor, settin
     assert client.get(URL, {"metric": "humidity"}).status_code == 401
     settings.PUBLIC_READ_ONLY = True
     assert client.get(URL, {"metric": "humidity"}).status_code == 200
+
+
+def test_a_location_chart_gives_each_sensor_its_own_unit(admin_client):
+    """Raw soil readings are never titled "%": only a probe with dry/wet set is in %."""
+    from sensors.models import Location
+
+    bench = Location.objects.create(name="Bench 1")
+    raw = Sensor.objects.create(mac="5c:cf:7f:00:00:01", name="Uncalibrated")
+    calibrated = Sensor.objects.create(mac="5c:cf:7f:00:00:02", name="Calibrated", soil_dry_raw=800, soil_wet_raw=400)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
+    for probe in (raw, calibrated):
+        probe.move_to(bench, when=start - timedelta(hours=1))
+        store_minutes(
+            [
+                Reading(
+                    sensor=probe,
+                    metric="soil_moisture",
+                    start=start,
+                    samples=1,
+                    value_sum=600.0,
+                    value_min=600.0,
+                    value_max=600.0,
+                )
+            ]
+        )
+    url = f"/api/locations/{bench.pk}/history"
+    mixed = admin_client.get(url, {"metric": "soil_moisture", "range": "1h"}).json()
+    assert mixed["unit"] == ""
+    assert {s["sensor"]["name"]: (s["unit"], s["points"][0]["mean"]) for s in mixed["series"]} == {
+        "Uncalibrated": ("raw", 600.0),
+        "Calibrated": ("%", 50.0),
+    }
+    calibrated.move_to(None)
+    Reading.objects.filter(sensor=calibrated).delete()
+    alone = admin_client.get(url, {"metric": "soil_moisture", "range": "1h"}).json()
+    assert alone["unit"] == "raw"

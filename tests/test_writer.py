@@ -84,3 +84,24 @@ def test_pending_data_is_bounded_during_an_outage_and_drops_are_counted(caplog):
     assert writer.pending_buckets == 2
     assert writer.dropped_samples == 4  # minutes 3 and 4, two samples each
     assert "dropped 2 new samples" in caplog.text
+
+
+def test_an_outage_is_logged_in_one_line_and_a_bug_with_its_traceback(caplog):
+    """A database that is away is expected (one line, no traceback); anything else is a bug."""
+
+    class Outage(Exception):
+        pass
+
+    def away(batch):
+        raise Outage("database is locked")
+
+    def buggy(batch):
+        raise KeyError("mac")
+
+    for store in (away, buggy):
+        writer = Writer(store, outage_errors=(Outage,))
+        writer.submit(batch_of(1))
+        assert writer.write_pending() is False
+    outage, bug = [r for r in caplog.records if "cannot write" in r.getMessage()]
+    assert "Outage: database is locked" in outage.getMessage() and outage.exc_info is None
+    assert bug.exc_info is not None and isinstance(bug.exc_info[1], KeyError)

@@ -29,8 +29,12 @@ class Writer:
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
         max_pending_buckets: int | None = None,
+        outage_errors: tuple[type[Exception], ...] = (),
     ) -> None:
+        """`outage_errors` are what `store` raises when the database is away or busy (DatabaseError):
+        logged in one line, as an expected condition; anything else is a bug and logged with its traceback."""
         self.store = store
+        self.outage_errors = outage_errors
         self.on_exit = on_exit
         self.retry_initial = retry_initial
         self.retry_max = retry_max
@@ -82,9 +86,16 @@ class Writer:
             return True
         try:
             rows = self.store(self._pending)
-        except Exception:
+        except Exception as exc:
             self.failed_attempts += 1
-            if self.failed_attempts == 1:
+            if self.failed_attempts == 1 and isinstance(exc, self.outage_errors):
+                logger.error(
+                    "cannot write %d buckets; keeping them and retrying (%s: %s)",
+                    len(self._pending.buckets),
+                    type(exc).__name__,
+                    exc,
+                )
+            elif self.failed_attempts == 1:
                 logger.exception("cannot write %d buckets; keeping them and retrying", len(self._pending.buckets))
             else:
                 logger.warning(

@@ -32,8 +32,9 @@
     let pointCount;
     if (data.series) {
       // A location: the mean of every sensor placed there, one line each.
+      // Sensors whose units differ (a calibrated soil probe in %, one without in raw units) say theirs.
       datasets = data.series.map((s, i) => ({
-        label: s.sensor.name,
+        label: s.sensor.name + (!data.unit && s.unit ? " (" + s.unit + ")" : ""),
         data: withGaps(s.points, data.step_seconds).map((r) => ({ x: r.x, y: r.mean })),
         borderColor: COLORS[i % COLORS.length], borderWidth: 1.5, pointRadius: 0, spanGaps: false,
       }));

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.db import connection, connections
+from django.db import DatabaseError, connection, connections
 
 from greenhouse_site.startup import raise_file_limit, require_migrated
 from sensors import storage
@@ -118,6 +118,7 @@ class Command(BaseCommand):
             storage.write_batch,
             on_exit=connections.close_all,
             max_pending_buckets=settings.COLLECTOR_MAX_PENDING_BUCKETS,
+            outage_errors=(DatabaseError,),
         )
         known = None
         if settings.COLLECTOR_UNKNOWN_SENSORS == "reject":
