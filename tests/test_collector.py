@@ -195,3 +195,56 @@ def test_a_start_up_error_in_the_collector_thread_reaches_the_caller(clock):
             thread.start_and_wait()
     thread.join(5)
     assert not thread.is_alive()
+
+
+class RecordingSideJob:
+    """A side thread that only notes when it is told what (a stand-in for the retention purge)."""
+
+    def __init__(self, events: list[str]) -> None:
+        self.events = events
+
+    def start(self) -> None:
+        self.events.append("job started")
+
+    def request_stop(self) -> None:
+        self.events.append("job asked to stop")
+
+    def stop(self) -> bool:
+        self.events.append("job joined")
+        return True
+
+
+@pytest.mark.django_db(transaction=False)
+def test_shutdown_writes_everything_before_it_waits_for_the_side_jobs(clock, monkeypatch):
+    """A purge under way is told to stop first but waited for last: it never delays the final write."""
+    events: list[str] = []
+    writer = RecordingWriter()
+    monkeypatch.setattr(writer, "finish", lambda timeout: events.append("final write") or 0)
+    collector = Collector(
+        CollectorConfig(host="127.0.0.1", port=0), writer, clock=clock, side_jobs=[RecordingSideJob(events)]
+    )  # type: ignore[arg-type]
+    collector.start()
+    listener = collector.listener
+    for step in ("stop_accepting", "close_all"):
+        original = getattr(listener, step)
+        monkeypatch.setattr(listener, step, lambda original=original, step=step: events.append(step) or original())
+    collector.handle_block("10.0.0.1", b"Soil: 600; from 5c:cf:7f:0a:1b:2c\n", clock())
+    assert collector.shutdown() == 0
+    assert events == ["job started", "job asked to stop", "stop_accepting", "close_all", "final write", "job joined"]
+    assert sum(batch.sample_count for batch in writer.batches) == 1
+
+
+@pytest.mark.django_db(transaction=False)
+def test_what_is_held_is_written_even_when_closing_the_sockets_fails(clock, monkeypatch):
+    writer = RecordingWriter()
+    collector = Collector(CollectorConfig(host="127.0.0.1", port=0), writer, clock=clock)  # type: ignore[arg-type]
+    collector.start()
+    collector.handle_block("10.0.0.1", b"Soil: 600; from 5c:cf:7f:0a:1b:2c\n", clock())
+
+    def out_of_files() -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(collector.listener, "stop_accepting", out_of_files)
+    with pytest.raises(OSError):
+        collector.shutdown()
+    assert sum(batch.sample_count for batch in writer.batches) == 1
