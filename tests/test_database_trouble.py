@@ -10,7 +10,8 @@ import psycopg
 import pytest
 from django.db import connection
 
-from tests.conftest import database_url
+from tests.conftest import database_url, manage_env
+from tests.peers import wait_until
 from tests.seed import assert_rollups_match_minutes
 from tests.test_collect_command import CLOCK, FAST, MINUTE, Expected, connect, exported, firmware_lines
 
@@ -34,20 +35,21 @@ def database_locked():
 
 
 def test_samples_received_while_the_database_is_locked_are_written_once_it_is_free(start_collector):
-    collector = start_collector(*FAST, *CLOCK)
+    # SQLite gives up on a lock after its busy timeout: 0.5 s here, so a 3 s lock fails several writes.
+    collector = start_collector(*FAST, *CLOCK, env=manage_env(SQLITE_BUSY_TIMEOUT="0.5"))
     expected = Expected()
     with connect(collector.port) as first:
         with database_locked():
-            for round_ in range(8):  # ~8 s of reports while nothing can be written
+            for round_ in range(6):  # ~3 s of reports while nothing can be written
                 first.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=round_, expected=expected)))
-                time.sleep(1)
+                time.sleep(0.5)
             # Ingest is not blocked by the writer: a new board still gets in and is read.
             with connect(collector.port) as second:
                 second.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:02", 4, seed=50, expected=expected)))
                 time.sleep(0.3)
         first.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=99, expected=expected)))
-        time.sleep(2)
-    assert exported() == expected.rows(MINUTE)  # written while still running: the retry did it
+        # Written while still running (the retry did it), within the back-off of a few seconds:
+        wait_until(lambda: exported() == expected.rows(MINUTE), timeout=20, what="the retried write")
     assert collector.stop() == 0
     assert_rollups_match_minutes()  # the late flush reached the hours and days too
     if connection.vendor == "sqlite":  # SQLite gives up after its busy timeout; PostgreSQL just waits
@@ -57,7 +59,6 @@ def test_samples_received_while_the_database_is_locked_are_written_once_it_is_fr
 
 @pytest.mark.postgres
 def test_postgresql_going_away_and_coming_back_loses_nothing(start_collector):
-    from tests.conftest import manage_env
     from tests.tcp_proxy import TcpProxy
 
     if connection.vendor != "postgresql":  # `pytest` without `-m "not postgres"` on SQLite
