@@ -38,12 +38,17 @@ lint: setup
 
 test: lint test-sqlite test-postgres
 
+# Two pytest workers (pytest-xdist), one per core; a test module runs whole on one worker, so the
+# tests of one file (e.g. the two supervisord tests) never overlap. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS) --dist loadfile
+
 test-sqlite: setup
-	env -u DATABASE_URL $(VENV)/bin/pytest -m "not postgres"
+	env -u DATABASE_URL $(VENV)/bin/pytest -m "not postgres" $(PYTEST_PARALLEL)
 
 # Only the tests that use the database: the plain-Python ones ran in the SQLite pass.
 test-postgres: setup
-	DATABASE_URL=$(TEST_POSTGRES_URL) $(VENV)/bin/pytest --database-tests-only
+	DATABASE_URL=$(TEST_POSTGRES_URL) $(VENV)/bin/pytest --database-tests-only $(PYTEST_PARALLEL)
 
 # Benchmarks (docs/benchmarks.md): each starts the real `manage.py collect` on a throwaway SQLite
 # database and prints one PASS/FAIL summary line per figure. `make bench` runs them all (~6 min) and goes on
