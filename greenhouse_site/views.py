@@ -12,7 +12,7 @@ from django.shortcuts import render
 from control.models import Rule
 from greenhouse_site.access import read_only_page
 from sensors.models import Location
-from sensors.web.views import dashboard_groups
+from sensors.web.dashboard import location_cards
 
 
 @read_only_page
@@ -20,7 +20,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     """Every location with its sensors' latest minute, and the rules' states; `?partial=1`: the refreshing body."""
     template = "_dashboard_body.html" if request.GET.get("partial") else "dashboard.html"
     context = {
-        "groups": dashboard_groups(),
+        "groups": location_cards(),
         "locations": Location.objects.all(),
         "rules": Rule.objects.filter(enabled=True).select_related("sensor", "location", "output"),
     }

@@ -61,6 +61,21 @@ def ordered_for_export(queryset) -> Iterator[Reading]:
     )
 
 
+class _Line:
+    """A file-like object whose write returns what it was given: csv.writer then yields text, not I/O."""
+
+    def write(self, text: str) -> str:
+        return text
+
+
+def csv_lines(rows: Iterable[dict[str, Any]]) -> Iterator[str]:
+    """The CSV of `rows` line by line, header first (for a streamed download: memory stays flat)."""
+    writer = csv.DictWriter(_Line(), fieldnames=COLUMNS, lineterminator="\n")
+    yield writer.writeheader()
+    for row in rows:
+        yield writer.writerow(row)
+
+
 def write_csv(rows: Iterable[dict[str, Any]], out: IO[str]) -> int:
     writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
     writer.writeheader()

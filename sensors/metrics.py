@@ -11,6 +11,8 @@ the wide `EXTRA_BOUNDS`, no unit and no calibration (docs/protocol.md).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -135,11 +137,75 @@ ALIASES: dict[str, str] = {key: m.name for m in METRICS.values() for key in (m.n
 FIRMWARE_LINE: tuple[str, str, str] = ("soil_moisture", "air_temperature", "humidity")
 
 
+# --- derived values: computed when shown, never stored as samples ---------------------------------
+def vapour_pressure_deficit(temperature: float, humidity: float) -> float | None:
+    """kPa: how much more water the air could hold, the plants' "thirst" (ideal ~0.8-1.2 kPa).
+
+    Saturation vapour pressure over water by Tetens' formula, es = 0.6108·exp(17.27·T/(T+237.3)) kPa,
+    times (1 - RH/100). Good to about 1 % for 0-50 °C. Humidity above 100 % (an offset pushing
+    a reading past saturation) counts as 100 %.
+    """
+    if temperature <= -237.3 or humidity < 0:
+        return None
+    saturation = 0.6108 * math.exp(17.27 * temperature / (temperature + 237.3))
+    return saturation * (1.0 - min(humidity, 100.0) / 100.0)
+
+
+def dew_point(temperature: float, humidity: float) -> float | None:
+    """°C: the temperature at which the air's water condenses (on leaves, on the glass).
+
+    The Magnus formula with Alduchov and Eskridge's constants (a = 17.625, b = 243.04 °C), within
+    0.1 °C for -40-50 °C; undefined at 0 %RH. Humidity above 100 % counts as 100 %.
+    """
+    if humidity <= 0 or temperature <= -243.04:
+        return None
+    a, b = 17.625, 243.04
+    gamma = math.log(min(humidity, 100.0) / 100.0) + a * temperature / (b + temperature)
+    return b * gamma / (a - gamma)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A value computed from other metrics at display time (calibrated inputs, in their registry units).
+
+    Computed from minute (or coarser) means: the VPD of a mean temperature and mean humidity is
+    not exactly the mean of the VPDs, a difference well below a sensor's accuracy at a minute.
+    """
+
+    name: str
+    label: str
+    unit: str
+    inputs: tuple[str, ...]
+    compute: Callable[..., float | None]
+
+    def of(self, values: dict[str, float]) -> float | None:
+        """The derived value from `values` (metric -> calibrated value), or None if an input is missing."""
+        if not all(name in values for name in self.inputs):
+            return None
+        return self.compute(*(values[name] for name in self.inputs))
+
+
+DERIVED: dict[str, Derived] = {
+    derived.name: derived
+    for derived in (
+        Derived("vpd", "Vapour-pressure deficit", "kPa", ("air_temperature", "humidity"), vapour_pressure_deficit),
+        Derived("dew_point", "Dew point", "°C", ("air_temperature", "humidity"), dew_point),
+    )
+}
+
+
+def derived_for(metrics: set[str] | frozenset[str]) -> list[Derived]:
+    """The derived values a sensor with these metrics can show."""
+    return [derived for derived in DERIVED.values() if set(derived.inputs) <= metrics]
+
+
 def metric(name: str) -> Metric:
-    """The registry's entry, or an extra metric's: labelled from its name, no unit, no calibration."""
+    """The registry's entry, a derived value's label and unit, or an extra metric's: labelled from its name."""
     known = METRICS.get(name)
     if known is not None:
         return known
+    if name in DERIVED:
+        return Metric(name, DERIVED[name].label, DERIVED[name].unit)
     return Metric(name, name.replace("_", " ").capitalize(), "")
 
 

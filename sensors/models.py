@@ -87,8 +87,8 @@ class Sensor(models.Model):
         return (now - self.last_seen).total_seconds() <= settings.SENSOR_OFFLINE_AFTER
 
     def latest_readings(self) -> ReadingQuerySet:
-        """The newest minute of each metric this sensor has sent."""
-        return Reading.objects.filter(sensor=self).latest_per_metric()
+        """The newest minute of each metric this sensor has sent (one row each, whatever the history's length)."""
+        return self.current_readings.order_by("metric")
 
     def calibrate(self, name: str, value: float) -> float:
         """A stored raw value as shown to the grower, as the metric registry says (soil as 0-100 %, offsets added)."""
@@ -154,10 +154,6 @@ class ReadingQuerySet(models.QuerySet):
 
     def for_metric(self, metric: str) -> ReadingQuerySet:
         return self.filter(metric=metric)
-
-    def latest_per_metric(self) -> ReadingQuerySet:
-        newest = self.model.objects.filter(sensor=models.OuterRef("sensor"), metric=models.OuterRef("metric"))
-        return self.filter(start=models.Subquery(newest.order_by("-start").values("start")[:1])).order_by("metric")
 
     def with_location_name(self) -> ReadingQuerySet:
         """Annotate `location_name`: where the sensor stood when each minute started."""
@@ -271,6 +267,30 @@ class DailyReading(ReadingFields):
         constraints = [
             models.UniqueConstraint(fields=["sensor", "metric", "start"], name="daily_reading_one_row_per_day"),
         ]
+
+
+class CurrentReading(ReadingFields):
+    """The newest minute of one metric of one sensor, and when its newest sample arrived: "now" for every page.
+
+    One row per sensor and metric, merged by the collector in the transaction that merges the
+    minute itself (sensors.storage.write_batch), so the dashboard, the admin list and the
+    location pages read the present in O(sensors), the same after a day or a year. The
+    retention never deletes these rows: a sensor silent for months still shows its last values.
+    """
+
+    SECONDS = 60
+    RESOLUTION = "current"
+    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="current_readings", db_index=False)
+    received_at = models.DateTimeField(help_text="When the newest sample of this metric reached the collector.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sensor", "metric"], name="current_reading_one_row_per_metric"),
+        ]
+
+    def age(self, now: datetime | None = None) -> timedelta:
+        """How long ago the newest sample arrived."""
+        return (now or timezone.now()) - self.received_at
 
 
 # Stored resolutions, finest first: name -> model.

@@ -28,7 +28,7 @@ from typing import Any
 from django.db import DatabaseError, connection, transaction
 
 from .ingest.aggregator import Batch, Bucket, BucketKey, coarsen
-from .models import DailyReading, HourlyReading, Reading, ReadingFields, Sensor
+from .models import CurrentReading, DailyReading, HourlyReading, Reading, ReadingFields, Sensor
 
 SUPPORTED_VENDORS = ("sqlite", "postgresql")
 ROWS_PER_STATEMENT = 500
@@ -56,10 +56,14 @@ def write_batch(batch: Batch) -> int:
         with transaction.atomic():
             sensor_ids = upsert_sensors(batch)
             if connection.vendor == "postgresql":
-                return _merge_by_copy(Reading, _rows_of(sensor_ids, batch.buckets.items(), Reading), ROLLUPS)
+                rows = _rows_of(sensor_ids, batch.buckets.items(), Reading)
+                return _merge_by_copy(Reading, rows, ROLLUPS, current=True)
             written = merge_readings(sensor_ids, batch.buckets.items())
             for model in ROLLUPS:
                 merge_readings(sensor_ids, coarsen(batch.buckets.items(), model.SECONDS).items(), model)
+            merge_current(
+                sensor_ids, batch.buckets.items(), {mac: seen.last_seen for mac, seen in batch.sensors.items()}
+            )
             return written
     except DatabaseError:
         connection.close()
@@ -202,9 +206,13 @@ def merge_readings(
 
 
 def _merge_by_copy(
-    model: type[ReadingFields], rows: Iterable[tuple], rollups: Iterable[type[ReadingFields]] = ()
+    model: type[ReadingFields],
+    rows: Iterable[tuple],
+    rollups: Iterable[type[ReadingFields]] = (),
+    current: bool = False,
 ) -> int:
-    """PostgreSQL: COPY the rows once; merge them into `model`, then re-keyed into each of `rollups`.
+    """PostgreSQL: COPY the rows once; merge them into `model`, then re-keyed into each of `rollups`,
+    and (`current`) the newest minute of each sensor and metric into CurrentReading.
 
     Re-keying on the server saves the client a COPY of 30,000 rows per rollup table a flush.
     """
@@ -212,6 +220,8 @@ def _merge_by_copy(
         cursor.execute(_merge_sql(model, f"SELECT * FROM {MERGE_TABLE}"))
         for rollup in rollups:
             cursor.execute(_merge_sql(rollup, _rolled_up(rollup.SECONDS)))
+        if current:
+            cursor.execute(_current_merge_sql(_current_from_merge_table()))
     return written
 
 
@@ -231,6 +241,94 @@ def _copied_rows(table: str, columns: str, rows: Iterable[tuple]) -> Iterator[tu
                 count += 1
         yield cursor, count
         cursor.execute(f"TRUNCATE {table}")
+
+
+# --- the current values: one row per sensor and metric, the newest minute -----------------------
+def _current_merge_sql(source: str) -> str:
+    """INSERT ... ON CONFLICT keeping, per sensor and metric, the newest minute (merged when it is the same minute).
+
+    A batch's minute newer than the stored one replaces it; the same minute adds up (a second
+    collector, a restart within the minute); an older one (a late flush after an outage) leaves
+    the row alone. The right-hand sides all read the row as it was before the update.
+    """
+    meta = CurrentReading._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    names = ["sensor", "metric", "start", "samples", "value_sum", "value_min", "value_max", "received_at"]
+    sensor, metric, start, samples, total, low, high, received = (quote(meta.get_field(n).column) for n in names)
+    least, greatest = ("MIN", "MAX") if connection.vendor == "sqlite" else ("LEAST", "GREATEST")
+
+    def pick(column: str, same: str) -> str:
+        """`column` of a newer minute, `same` for the same minute, the stored value for an older one."""
+        return (
+            f"{column} = CASE WHEN EXCLUDED.{start} > {table}.{start} THEN EXCLUDED.{column} "
+            f"WHEN EXCLUDED.{start} = {table}.{start} THEN {same} ELSE {table}.{column} END, "
+        )
+
+    return (
+        f"INSERT INTO {table} ({sensor}, {metric}, {start}, {samples}, {total}, {low}, {high}, {received}) "
+        f"{source} "
+        f"ON CONFLICT ({sensor}, {metric}) DO UPDATE SET "
+        + pick(samples, f"{table}.{samples} + EXCLUDED.{samples}")
+        + pick(total, f"{table}.{total} + EXCLUDED.{total}")
+        + pick(low, f"{least}({table}.{low}, EXCLUDED.{low})")
+        + pick(high, f"{greatest}({table}.{high}, EXCLUDED.{high})")
+        + pick(received, f"{greatest}({table}.{received}, EXCLUDED.{received})")
+        + f"{start} = {greatest}({table}.{start}, EXCLUDED.{start})"
+    )
+
+
+def newest_buckets(buckets: Iterable[tuple[BucketKey, Bucket]]) -> dict[tuple[object, str], tuple[int, Bucket]]:
+    """The newest minute's bucket of each (sensor, metric)."""
+    newest: dict[tuple[object, str], tuple[int, Bucket]] = {}
+    for (sensor, metric, minute), bucket in buckets:
+        known = newest.get((sensor, metric))
+        if known is None or minute > known[0]:
+            newest[(sensor, metric)] = (minute, bucket)
+    return newest
+
+
+def merge_current(sensor_ids: dict, buckets: Iterable[tuple[BucketKey, Bucket]], received: dict[object, float]) -> int:
+    """Merge the newest minute of each sensor and metric into CurrentReading; `received`: sensor -> last sample time.
+
+    A metric's newest sample arrived at the sensor's last report, or by the end of its newest
+    minute if that is earlier (a metric the board stopped sending).
+    """
+    start_field = CurrentReading._meta.get_field("start")
+    rows = []
+    for (sensor, metric), (minute, bucket) in newest_buckets(buckets).items():
+        arrived = min(received.get(sensor, minute + 60), minute + 60)
+        rows.append(
+            (
+                sensor_ids[sensor],
+                metric,
+                start_field.get_db_prep_value(_utc(minute), connection),
+                bucket.count,
+                bucket.total,
+                bucket.low,
+                bucket.high,
+                start_field.get_db_prep_value(_utc(arrived), connection),
+            )
+        )
+    per_statement = max(1, merge_rows_per_statement() * MERGE_COLUMNS // 8) if connection.vendor == "sqlite" else 500
+    with connection.cursor() as cursor:
+        for chunk in _chunks(rows, per_statement):
+            source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+            cursor.execute(_current_merge_sql(source), [value for row in chunk for value in row])
+    return len(rows)
+
+
+def _current_from_merge_table() -> str:
+    """PostgreSQL: the current rows from the COPYed minute rows, received as the sensor's refreshed last_seen."""
+    sensor_table = connection.ops.quote_name(Sensor._meta.db_table)
+    last_seen = connection.ops.quote_name(Sensor._meta.get_field("last_seen").column)
+    return (
+        "SELECT DISTINCT ON (m.sensor, m.metric) m.sensor, m.metric, m.start, m.samples, m.value_sum, "
+        f"m.value_min, m.value_max, LEAST(COALESCE(s.{last_seen}, m.start + INTERVAL '60 seconds'), "
+        "m.start + INTERVAL '60 seconds') "
+        f"FROM {MERGE_TABLE} AS m JOIN {sensor_table} AS s ON s.id = m.sensor "
+        "ORDER BY m.sensor, m.metric, m.start DESC"
+    )
 
 
 def registered_macs() -> list[str]:

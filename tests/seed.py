@@ -7,12 +7,12 @@ from collections.abc import Iterable
 import pytest
 
 from sensors.ingest.aggregator import Bucket, coarsen
-from sensors.models import DailyReading, HourlyReading, Reading, ReadingFields
-from sensors.storage import merge_readings
+from sensors.models import DailyReading, HourlyReading, Reading, ReadingFields, Sensor
+from sensors.storage import merge_current, merge_readings
 
 
 def store_minutes(readings: Iterable[Reading]) -> list[Reading]:
-    """Insert minute rows and merge them into the rollups through the collector's own merge."""
+    """Insert minute rows and merge them into the rollups and the current values through the collector's own merge."""
     rows = Reading.objects.bulk_create(list(readings))
     buckets = {}
     for row in rows:
@@ -22,6 +22,8 @@ def store_minutes(readings: Iterable[Reading]) -> list[Reading]:
     ids = {row.sensor_id: row.sensor_id for row in rows}
     for model in (HourlyReading, DailyReading):
         merge_readings(ids, coarsen(buckets.items(), model.SECONDS).items(), model)
+    seen = Sensor.objects.filter(id__in=ids, last_seen__isnull=False).values_list("id", "last_seen")
+    merge_current(ids, buckets.items(), {sensor_id: last_seen.timestamp() for sensor_id, last_seen in seen})
     return rows
 
 

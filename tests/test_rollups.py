@@ -215,11 +215,11 @@ def test_page_csv_of_a_range_older_than_the_retention_comes_from_the_hours(admin
     purge_expired_minutes(30)
     url = f"/sensors/{MACS[0]}/readings.csv"
     window = {"start": day.isoformat(), "end": (day + timedelta(days=1)).isoformat()}
-    hours = admin_client.get(url, window).content.decode().splitlines()[1:]
+    hours = admin_client.get(url, window).getvalue().decode().splitlines()[1:]
     assert [row.split(",")[4:6] for row in hours] == [
         [f"{day:%Y-%m-%d}T10:00:00Z", "60"],
         [f"{day:%Y-%m-%d}T11:00:00Z", "30"],
     ]
-    days = admin_client.get(url, {**window, "resolution": "day"}).content.decode().splitlines()[1:]
+    days = admin_client.get(url, {**window, "resolution": "day"}).getvalue().decode().splitlines()[1:]
     assert [row.split(",")[4:6] for row in days] == [[f"{day:%Y-%m-%d}T00:00:00Z", "90"]]
     assert admin_client.get(url, {**window, "resolution": "week"}).status_code == 400

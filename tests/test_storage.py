@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sensors.ingest.aggregator import Batch
-from sensors.models import Location, Reading, Sensor
+from sensors.models import CurrentReading, Location, Reading, Sensor
 from sensors.storage import ROWS_PER_STATEMENT, write_batch
 
 pytestmark = pytest.mark.django_db
@@ -127,3 +127,32 @@ def test_flushes_update_last_seen_and_rollups_on_their_page_on_postgresql():
     assert delta["sensors_hourlyreading"][0] == delta["sensors_dailyreading"][0] == 3000
     for name, (updated, hot) in delta.items():
         assert hot >= 0.3 * updated, (name, updated, hot)
+
+
+# --- current values: one row per sensor and metric, kept with the minutes ------------------------
+def current(metric: str = "humidity") -> tuple:
+    row = CurrentReading.objects.get(sensor__mac=MAC, metric=metric)
+    return row.start.timestamp(), row.samples, row.value_sum, row.value_min, row.value_max, row.received_at.timestamp()
+
+
+def test_the_current_value_follows_the_newest_minute_and_merges_within_it():
+    write_batch(batch((MAC, "humidity", T0 + 1, 40), (MAC, "humidity", T0 + 61, 50)))
+    assert current() == (T0 + 60, 1, 50, 50, 50, T0 + 61)  # the newest minute of the batch
+    write_batch(batch((MAC, "humidity", T0 + 70, 56)))  # the same minute, a later flush (or another collector)
+    assert current() == (T0 + 60, 2, 106, 50, 56, T0 + 70)
+    write_batch(batch((MAC, "humidity", T0 + 125, 60)))  # a new minute replaces it
+    assert current() == (T0 + 120, 1, 60, 60, 60, T0 + 125)
+    assert CurrentReading.objects.count() == 1
+
+
+def test_a_late_flush_of_an_older_minute_leaves_the_current_value_alone():
+    write_batch(batch((MAC, "humidity", T0 + 125, 60)))
+    write_batch(batch((MAC, "humidity", T0 + 5, 10)))  # written after an outage, but older
+    assert current() == (T0 + 120, 1, 60, 60, 60, T0 + 125)
+    assert Reading.objects.count() == 2  # the minute itself is stored, of course
+
+
+def test_a_metric_the_board_stopped_sending_was_received_by_the_end_of_its_minute():
+    write_batch(batch((MAC, "soil_moisture", T0 + 10, 600), (MAC, "humidity", T0 + 200, 50)))
+    assert current("soil_moisture")[-1] == T0 + 60  # not the sensor's later report
+    assert current("humidity")[-1] == T0 + 200

@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import FloatField, IntegerField, Max, Min, Sum
 from django.db.models.expressions import Func
 
+from sensors.metrics import DERIVED, Derived
 from sensors.models import RESOLUTIONS, HourlyReading, Location, Reading, ReadingFields, ReadingQuerySet, Sensor
 
 SAMPLE_PERIOD_SECONDS = 2  # the firmware sends one line every 2 s
@@ -138,6 +139,29 @@ def _series(
     return Series(metric, start, end, step, points, total_samples, model.RESOLUTION)
 
 
+def derived_series(derived: Derived, inputs: dict[str, Series]) -> Series:
+    """A derived value (VPD, dew point) per step, from its inputs' calibrated series of the same steps.
+
+    A step counts only where every input has data; its band is the value itself (the min and
+    max of a derived value cannot be had from the inputs' extremes), its samples the fewest of
+    the inputs'.
+    """
+    first = inputs[derived.inputs[0]]
+    by_time = {name: {point.time: point for point in series.points} for name, series in inputs.items()}
+    points = []
+    for moment in (point.time for point in first.points):
+        found = {name: by_time[name].get(moment) for name in derived.inputs}
+        if any(point is None for point in found.values()):
+            continue
+        value = derived.of({name: point.mean for name, point in found.items()})
+        if value is None:
+            continue
+        samples = min(point.samples for point in found.values())
+        points.append(Point(moment, samples, value, value, value))
+    total = sum(point.samples for point in points)
+    return Series(derived.name, first.start, first.end, first.step_seconds, points, total, first.resolution)
+
+
 def sensor_series(
     sensor: Sensor,
     metric: str,
@@ -146,7 +170,11 @@ def sensor_series(
     max_points: int = DEFAULT_MAX_POINTS,
     calibrated: bool = True,
 ) -> Series:
-    """One sensor's metric over [start, end), at most `max_points` points."""
+    """One sensor's metric (or derived value) over [start, end), at most `max_points` points."""
+    derived = DERIVED.get(metric)
+    if derived is not None:
+        inputs = {name: sensor_series(sensor, name, start, end, max_points) for name in derived.inputs}
+        return derived_series(derived, inputs)
     return _series(
         lambda model: model.objects.filter(sensor=sensor), sensor, metric, start, end, max_points, calibrated
     )
@@ -161,6 +189,14 @@ def location_series(
     calibrated: bool = True,
 ) -> dict[Sensor, Series]:
     """Each sensor's series for the time it stood in `location` (placement valid per minute)."""
+    derived = DERIVED.get(metric)
+    if derived is not None:
+        by_input = {name: location_series(location, name, start, end, max_points) for name in derived.inputs}
+        both = set.intersection(*(set(series) for series in by_input.values()))
+        return {
+            sensor: derived_series(derived, {name: by_input[name][sensor] for name in derived.inputs})
+            for sensor in both
+        }
     placed = finest_stored(start).objects.placed_in(location).for_metric(metric).between(start, end)
     sensor_ids = placed.values_list("sensor_id", flat=True).distinct()
     return {

@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from greenhouse_site.access import read_only_page
-from sensors.export import export_rows, format_time, ordered_for_export, parse_time, write_csv
+from sensors.export import csv_lines, export_rows, format_time, ordered_for_export, parse_time
 from sensors.identity import normalise_mac
-from sensors.metrics import metric
-from sensors.models import RESOLUTIONS, HourlyReading, Location, Reading, Sensor
+from sensors.metrics import derived_for, metric
+from sensors.models import RESOLUTIONS, CurrentReading, Location, Placement, Sensor
 
 from .history import (
     DEFAULT_MAX_POINTS,
@@ -173,35 +173,25 @@ def _sensor_or_404(mac: str) -> Sensor:
     return get_object_or_404(Sensor.objects.select_related("location"), mac=normalised)
 
 
-def dashboard_groups() -> list[tuple[object, list[dict]]]:
-    """Every location with its sensors' latest minute, sensors without a location last ("Not placed")."""
-    sensors = list(Sensor.objects.select_related("location").order_by("location__name", "name", "mac"))
-    latest: dict[int, list] = {}
-    for reading in Reading.objects.filter(sensor__in=sensors).latest_per_metric():
-        latest.setdefault(reading.sensor_id, []).append(reading)
-    groups: dict[Location | None, list] = {}
-    for sensor in sensors:
-        values = [sensor.shown_value(reading) for reading in latest.get(sensor.id, [])]
-        groups.setdefault(sensor.location, []).append(
-            {"sensor": sensor, "online": sensor.is_online(), "values": values}
-        )
-    return [
-        (location or {"pk": None, "name": "Not placed"}, entries)
-        for location, entries in sorted(groups.items(), key=lambda item: (item[0] is None, str(item[0] or "")))
-    ]
+def chart_metrics(measured: set[str]) -> list[str]:
+    """The charts a page shows: every measured metric, then the derived values they allow (VPD, dew point)."""
+    return sorted(measured) + [derived.name for derived in derived_for(frozenset(measured))]
 
 
 @read_only_page
 def sensor_page(request: HttpRequest, mac: str) -> HttpResponse:
     sensor = _sensor_or_404(mac)
-    # Hourly rows are kept forever: a sensor silent for longer than the minute retention still has its charts.
-    metrics = list(
-        HourlyReading.objects.filter(sensor=sensor).values_list("metric", flat=True).distinct().order_by("metric")
-    )
+    # A sensor has a current-value row for every metric it ever sent (kept forever, like the rollups).
+    measured = set(sensor.current_readings.values_list("metric", flat=True))
     return render(
         request,
         "sensors/sensor.html",
-        {"sensor": sensor, "metrics": metrics, "ranges": list(RANGES), "time_zone": settings.TIME_ZONE},
+        {
+            "sensor": sensor,
+            "metrics": chart_metrics(measured),
+            "ranges": list(RANGES),
+            "time_zone": settings.TIME_ZONE,
+        },
     )
 
 
@@ -220,22 +210,32 @@ def sensor_csv(request: HttpRequest, mac: str) -> HttpResponse:
         )
     model = RESOLUTIONS[resolution] if resolution else finest_stored(start)
     readings = model.objects.filter(sensor=sensor).between(start, end)
-    response = HttpResponse(content_type="text/csv")
+    rows = export_rows(ordered_for_export(readings), request.GET.get("calibrated", "1") != "0")
+    # Streamed: the first byte leaves at once and memory stays flat, even for 30 days of minutes
+    # (the rows come from the database in chunks, see export.ordered_for_export).
+    response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv")
     filename = f"{sensor.mac.replace(':', '')}_{format_time(start)}_{format_time(end)}.csv".replace(":", "")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    write_csv(export_rows(ordered_for_export(readings), request.GET.get("calibrated", "1") != "0"), response)
     return response
 
 
 @read_only_page
 def location_page(request: HttpRequest, pk: int) -> HttpResponse:
-    """The same metric from every sensor of a location on one chart, to compare benches."""
+    """The same metric from every sensor of a location on one chart, to compare benches.
+
+    The metrics are those of every sensor that ever stood there, from their current-value rows:
+    a sensor placed a minute ago shows at once, without waiting for its first full hour.
+    """
     location = get_object_or_404(Location, pk=pk)
-    metrics = list(
-        HourlyReading.objects.placed_in(location).values_list("metric", flat=True).distinct().order_by("metric")
-    )
+    placed = Placement.objects.filter(location=location).values("sensor")
+    measured = set(CurrentReading.objects.filter(sensor__in=placed).values_list("metric", flat=True))
     return render(
         request,
         "sensors/location.html",
-        {"location": location, "metrics": metrics, "ranges": list(RANGES), "time_zone": settings.TIME_ZONE},
+        {
+            "location": location,
+            "metrics": chart_metrics(measured),
+            "ranges": list(RANGES),
+            "time_zone": settings.TIME_ZONE,
+        },
     )

@@ -1,0 +1,181 @@
+"""What the dashboard shows: each sensor's current values with their age and trend, grouped by location.
+
+Everything here reads the current-value rows (`CurrentReading`, one per sensor and metric) and
+the one minute an hour before each of them, so the dashboard and its 30 s refresh cost the same
+after a day or a year of history: a fixed handful of queries, rows in proportion to the sensors.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+
+from sensors.metrics import derived_for, metric
+from sensors.models import CurrentReading, Location, Reading, Sensor
+
+TREND_SPAN = timedelta(hours=1)
+# A change smaller than this (in the value's own unit) is shown as steady, not as a rise or a fall.
+STEADY = {"air_temperature": 0.3, "humidity": 1.0, "soil_moisture": 1.0, "vpd": 0.05, "dew_point": 0.3}
+
+
+def ago(delta: timedelta) -> str:
+    """A short, human "how long ago": 12 s ago, 5 min ago, 3 h ago, 2 days ago."""
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds < 90:
+        return f"{seconds} s ago"
+    if seconds < 90 * 60:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 48 * 3600:
+        return f"{round(seconds / 3600)} h ago"
+    return f"{round(seconds / 86400)} days ago"
+
+
+@dataclass
+class ShownValue:
+    """One value on a sensor's card: calibrated, with its unit, its age and its change over the last hour."""
+
+    metric: str
+    label: str
+    value: float
+    unit: str
+    received_at: datetime
+    age: str
+    change: float | None = None  # over TREND_SPAN, in the value's unit; None: no value an hour ago
+    derived: bool = False
+
+    @property
+    def trend(self) -> str:
+        """rising, falling or steady over the last hour ("" when unknown)."""
+        if self.change is None:
+            return ""
+        if abs(self.change) < STEADY.get(self.metric, 0.0):
+            return "steady"
+        return "rising" if self.change > 0 else "falling"
+
+    @property
+    def arrow(self) -> str:
+        return {"rising": "↑", "falling": "↓", "steady": "→"}.get(self.trend, "")
+
+
+@dataclass
+class SensorCard:
+    sensor: Sensor
+    online: bool
+    values: list[ShownValue] = field(default_factory=list)
+
+    @property
+    def offline_since(self) -> datetime | None:
+        """When an offline sensor last reported."""
+        return None if self.online else self.sensor.last_seen
+
+    def value(self, name: str) -> ShownValue | None:
+        return next((value for value in self.values if value.metric == name), None)
+
+
+@dataclass
+class LocationCard:
+    """A location's sensors side by side: one row per sensor, one column per metric, and their spread."""
+
+    location: Location | None
+    sensors: list[SensorCard]
+
+    @property
+    def name(self) -> str:
+        return self.location.name if self.location is not None else "Not placed"
+
+    @property
+    def metrics(self) -> list[tuple[str, str]]:
+        """(metric, label) of every value any sensor here shows, measured ones first."""
+        seen: dict[str, tuple[bool, str]] = {}
+        for card in self.sensors:
+            for value in card.values:
+                seen.setdefault(value.metric, (value.derived, value.label))
+        return [(name, label) for name, (_, label) in sorted(seen.items(), key=lambda item: (item[1][0], item[0]))]
+
+    @property
+    def rows(self) -> list[tuple[SensorCard, list[ShownValue | None]]]:
+        return [(card, [card.value(name) for name, _ in self.metrics]) for card in self.sensors]
+
+    @property
+    def spread(self) -> list[str]:
+        """Per metric, how far the online sensors here disagree (max - min), when two or more report it."""
+        cells = []
+        for name, _ in self.metrics:
+            values = [v for card in self.sensors if card.online and (v := card.value(name)) is not None]
+            units = {value.unit for value in values}
+            if len(values) < 2 or len(units) != 1:
+                cells.append("")
+                continue
+            numbers = [value.value for value in values]
+            cells.append(f"{max(numbers) - min(numbers):.1f} {units.pop()}".strip())
+        return cells
+
+
+def _hour_ago(currents: list[CurrentReading]) -> dict[tuple[int, str], Reading]:
+    """The minute row TREND_SPAN before each current minute, in one query on the minutes' start index."""
+    starts = {current.start - TREND_SPAN for current in currents}
+    if not starts:
+        return {}
+    sensor_ids = {current.sensor_id for current in currents}
+    rows = Reading.objects.filter(start__in=starts, sensor_id__in=sensor_ids)
+    return {(row.sensor_id, row.metric): row for row in rows if row.start in starts}
+
+
+def sensor_card(sensor: Sensor, currents: list[CurrentReading], before: dict, now: datetime) -> SensorCard:
+    card = SensorCard(sensor, sensor.is_online(now))
+    calibrated: dict[str, float] = {}
+    for current in currents:
+        info = metric(current.metric)
+        value = sensor.calibrate(current.metric, current.mean)
+        calibrated[current.metric] = value
+        earlier = before.get((sensor.id, current.metric))
+        change = None
+        if earlier is not None and earlier.start == current.start - TREND_SPAN:
+            change = value - sensor.calibrate(current.metric, earlier.mean)
+        card.values.append(
+            ShownValue(
+                current.metric,
+                info.label,
+                value,
+                sensor.display_unit(current.metric),
+                current.received_at,
+                ago(now - current.received_at),
+                change,
+            )
+        )
+    newest = max((current.received_at for current in currents), default=None)
+    for derived in derived_for(frozenset(calibrated)):
+        value = derived.of(calibrated)
+        if value is None or newest is None:
+            continue
+        change = None
+        inputs_before = {}
+        for name in derived.inputs:
+            earlier = before.get((sensor.id, name))
+            if earlier is not None:
+                inputs_before[name] = sensor.calibrate(name, earlier.mean)
+        earlier_value = derived.of(inputs_before)
+        if earlier_value is not None:
+            change = value - earlier_value
+        card.values.append(
+            ShownValue(derived.name, derived.label, value, derived.unit, newest, ago(now - newest), change, True)
+        )
+    return card
+
+
+def location_cards(now: datetime | None = None) -> list[LocationCard]:
+    """Every location with its sensors' cards, sensors without a location last ("Not placed")."""
+    now = now or timezone.now()
+    sensors = list(Sensor.objects.select_related("location").order_by("location__name", "name", "mac"))
+    currents: dict[int, list[CurrentReading]] = {}
+    everything = list(CurrentReading.objects.filter(sensor__in=sensors).order_by("metric"))
+    for current in everything:
+        currents.setdefault(current.sensor_id, []).append(current)
+    before = _hour_ago(everything)
+    groups: dict[Location | None, list[SensorCard]] = {}
+    for sensor in sensors:
+        groups.setdefault(sensor.location, []).append(sensor_card(sensor, currents.get(sensor.id, []), before, now))
+    ordered = sorted(groups.items(), key=lambda item: (item[0] is None, str(item[0] or "")))
+    return [LocationCard(location, cards) for location, cards in ordered]
