@@ -99,17 +99,17 @@ class LocationCard:
         return [(card, [card.value(name) for name, _ in self.metrics]) for card in self.sensors]
 
     @property
-    def spread(self) -> list[str]:
-        """Per metric, how far the online sensors here disagree (max - min), when two or more report it."""
+    def spread(self) -> list[tuple[str, str]]:
+        """(label, text) per metric: how far the online sensors here disagree (max - min), given two or more."""
         cells = []
-        for name, _ in self.metrics:
+        for name, label in self.metrics:
             values = [v for card in self.sensors if card.online and (v := card.value(name)) is not None]
             units = {value.unit for value in values}
             if len(values) < 2 or len(units) != 1:
-                cells.append("")
+                cells.append((label, ""))
                 continue
             numbers = [value.value for value in values]
-            cells.append(f"{max(numbers) - min(numbers):.1f} {units.pop()}".strip())
+            cells.append((label, f"{max(numbers) - min(numbers):.1f} {units.pop()}".strip()))
         return cells
 
 
