@@ -132,3 +132,60 @@ def test_a_location_chart_gives_each_sensor_its_own_unit(admin_client):
     Reading.objects.filter(sensor=calibrated).delete()
     alone = admin_client.get(url, {"metric": "soil_moisture", "range": "1h"}).json()
     assert alone["unit"] == "raw"
+
+
+def test_vapour_pressure_deficit_and_dew_point_are_charted_from_the_calibrated_inputs(admin_client):
+    from sensors.metrics import dew_point, vapour_pressure_deficit
+
+    sensor = Sensor.objects.create(mac="5c:cf:7f:00:00:09", temperature_offset=-1.0)
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
+    rows = []
+    for i in range(5):
+        for metric, value in (("air_temperature", 26.0 + i), ("humidity", 50.0)):
+            rows.append(
+                Reading(
+                    sensor=sensor,
+                    metric=metric,
+                    start=start + timedelta(minutes=i),
+                    samples=30,
+                    value_sum=30 * value,
+                    value_min=value,
+                    value_max=value,
+                )
+            )
+    store_minutes(rows)
+    page = admin_client.get(f"/sensors/{sensor.mac}/").content.decode()
+    assert 'data-metric="vpd"' in page and 'data-metric="dew_point"' in page  # a chart each
+    url = f"/api/sensors/{sensor.mac}/history"
+    vpd = admin_client.get(url, {"metric": "vpd", "range": "1h"}).json()
+    assert (vpd["label"], vpd["unit"]) == ("Vapour-pressure deficit", "kPa")
+    assert [round(p["mean"], 6) for p in vpd["points"]] == [
+        round(vapour_pressure_deficit(25.0 + i, 50.0), 6) for i in range(5)
+    ]
+    dew = admin_client.get(url, {"metric": "dew_point", "range": "1h"}).json()
+    assert dew["unit"] == "°C" and dew["points"][0]["mean"] == pytest.approx(dew_point(25.0, 50.0))
+
+
+def test_a_sensor_placed_a_minute_ago_has_its_charts_on_the_location_page_at_once(admin_client):
+    from sensors.models import Location
+
+    bench = Location.objects.create(name="Bench 2")
+    probe = Sensor.objects.create(mac="5c:cf:7f:00:00:0a")
+    minute = datetime.now(UTC).replace(second=0, microsecond=0)
+    probe.move_to(bench, when=minute - timedelta(minutes=1))
+    store_minutes(
+        [
+            Reading(
+                sensor=probe,
+                metric="soil_moisture",
+                start=minute,
+                samples=3,
+                value_sum=1800.0,
+                value_min=600.0,
+                value_max=600.0,
+            )
+        ]
+    )
+    page = admin_client.get(f"/locations/{bench.pk}/").content.decode()
+    assert 'data-metric="soil_moisture"' in page
+    assert "No readings from sensors placed here yet" not in page
