@@ -16,6 +16,15 @@ from .models import Event, Output, Rule
 
 OVERRIDE_STATES = {"on": True, "off": False, "auto": None}
 MAX_OVERRIDE_MINUTES = 24 * 60
+MAX_ID = 2**63 - 1  # the database's bigint
+
+
+def whole_number(text: str, low: int, high: int) -> int | None:
+    """`text` as an int within [low, high], or None: ASCII digits only ("²" is a digit to str.isdigit)."""
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        return None
+    number = int(text)
+    return number if low <= number <= high else None
 
 
 @read_only_page
@@ -41,9 +50,10 @@ def event_log(request: HttpRequest) -> HttpResponse:
     for name in ("rule", "output"):
         value = request.GET.get(name, "")
         if value:
-            if not value.isdigit():
-                return HttpResponseBadRequest(f"{name} must be an id", content_type="text/plain")
-            events = events.filter(**{f"{name}_id": int(value)})
+            number = whole_number(value, 1, MAX_ID)
+            if number is None:
+                return HttpResponseBadRequest(f"{name} must be an id (a whole number)", content_type="text/plain")
+            events = events.filter(**{f"{name}_id": number})
     page = Paginator(events, 100).get_page(request.GET.get("page"))
     return render(request, "control/events.html", {"page": page})
 
@@ -59,11 +69,13 @@ def override(request: HttpRequest, pk: int) -> HttpResponse:
     state = request.POST.get("state", "")
     if state not in OVERRIDE_STATES:
         return HttpResponseBadRequest("state must be on, off or auto", content_type="text/plain")
-    minutes_text = request.POST.get("minutes") or str(settings.CONTROL_OVERRIDE_MINUTES)
-    if not minutes_text.isdigit() or not 1 <= int(minutes_text) <= MAX_OVERRIDE_MINUTES:
+    minutes = whole_number(
+        request.POST.get("minutes") or str(settings.CONTROL_OVERRIDE_MINUTES), 1, MAX_OVERRIDE_MINUTES
+    )
+    if minutes is None:
         return HttpResponseBadRequest(
             f"minutes must be a whole number from 1 to {MAX_OVERRIDE_MINUTES}", content_type="text/plain"
         )
-    event = output.request_override(OVERRIDE_STATES[state], request.user.get_username(), int(minutes_text))
+    event = output.request_override(OVERRIDE_STATES[state], request.user.get_username(), minutes)
     messages.success(request, f"{event.message}; the control process carries it out within seconds.")
     return redirect("control-overview")

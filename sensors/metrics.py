@@ -12,6 +12,7 @@ the wide `EXTRA_BOUNDS`, no unit and no calibration (docs/protocol.md).
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -207,6 +208,15 @@ def metric(name: str) -> Metric:
     if name in DERIVED:
         return Metric(name, DERIVED[name].label, DERIVED[name].unit)
     return Metric(name, name.replace("_", " ").capitalize(), "")
+
+
+# What a metric's name may look like (a board's key after lower-casing: see docs/protocol.md).
+NAME = re.compile(r"[a-z][a-z0-9_]{0,31}\Z", re.ASCII)
+
+
+def is_name(text: str) -> bool:
+    """Could `text` name a metric? (Anything else in a URL is refused before it reaches a query.)"""
+    return NAME.match(text) is not None
 
 
 def canonical(key: str) -> str:

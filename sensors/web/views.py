@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, StreamingHttpResponse
@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, render
 from greenhouse_site.access import read_only_page
 from sensors.export import csv_lines, export_rows, format_time, ordered_for_export, parse_time
 from sensors.identity import normalise_mac
-from sensors.metrics import derived_for, metric
+from sensors.metrics import derived_for, is_name, metric
 from sensors.models import RESOLUTIONS, CurrentReading, Location, Placement, Sensor
 
 from .history import (
@@ -32,11 +32,19 @@ class BadRequest(ValueError):
     pass
 
 
+# Times a chart or a download may ask for: wide enough for any greenhouse's history, narrow
+# enough that converting to UTC and adding a step can never overflow a datetime.
+EARLIEST, LATEST = datetime(1970, 1, 1, tzinfo=UTC), datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def _moment(text: str, name: str) -> datetime:
     try:
-        return parse_time(text)
-    except ValueError as exc:
-        raise BadRequest(f"{name}={text!r} is not an ISO 8601 time") from exc
+        moment = parse_time(text).astimezone(UTC)
+    except (ValueError, OverflowError) as exc:
+        raise BadRequest(f"{name}={text[:40]!r} is not an ISO 8601 time like 2026-11-24T10:15:00Z") from exc
+    if not EARLIEST <= moment < LATEST:
+        raise BadRequest(f"{name} must be between 1970 and 9000")
+    return moment
 
 
 def requested_range(params) -> tuple[datetime, datetime]:
@@ -88,6 +96,8 @@ class HistoryQuery:
         name = params.get("metric", "")
         if not name:
             raise BadRequest("metric is required, e.g. metric=air_temperature")
+        if not is_name(name):
+            raise BadRequest("metric must be a name like air_temperature (a-z, 0-9 and _)")
         start, end = requested_range(params)
         return cls(name, start, end, _max_points(params), params.get("calibrated", "1") != "0")
 
