@@ -89,6 +89,7 @@ class Output(models.Model):
 
     class Meta:
         ordering = ["name"]
+        permissions = [("override_output", "Can switch an output by hand (manual override)")]
 
     def __str__(self) -> str:
         return self.name

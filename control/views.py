@@ -1,16 +1,15 @@
-"""Thin views: the control overview, the event log, and the staff-only manual override."""
+"""Thin views: the control overview, the event log (both behind a login), and the manual override (a permission)."""
 
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-
-from greenhouse_site.access import read_only_page
 
 from .models import Event, Output, Rule
 
@@ -27,7 +26,7 @@ def whole_number(text: str, low: int, high: int) -> int | None:
     return number if low <= number <= high else None
 
 
-@read_only_page
+@login_required  # never public, even with PUBLIC_READ_ONLY: outputs, user names, device answers
 def overview(request: HttpRequest) -> HttpResponse:
     """Each output's state (with the override form for staff), each rule's state, the latest events."""
     return render(
@@ -43,7 +42,7 @@ def overview(request: HttpRequest) -> HttpResponse:
     )
 
 
-@read_only_page
+@login_required
 def event_log(request: HttpRequest) -> HttpResponse:
     """Every trigger, release, command and notification, newest first; ?rule=<id> or ?output=<id> narrows it."""
     events = Event.objects.select_related("rule", "output")
@@ -60,11 +59,17 @@ def event_log(request: HttpRequest) -> HttpResponse:
 
 @require_POST
 def override(request: HttpRequest, pk: int) -> HttpResponse:
-    """Staff switch an output by hand for a while (state=on|off), or hand it back to its rules (state=auto)."""
+    """Switch an output by hand for a while (state=on|off), or hand it back to its rules (state=auto).
+
+    Needs the permission control.override_output (superusers and the Growers group have it).
+    """
     if not request.user.is_authenticated:
         return redirect_to_login(request.get_full_path())
-    if not request.user.is_staff:
-        return HttpResponseForbidden("Only staff may switch outputs by hand.", content_type="text/plain")
+    if not request.user.has_perm("control.override_output"):
+        return HttpResponseForbidden(
+            "You may not switch outputs by hand (the permission control.override_output, e.g. the Growers group).",
+            content_type="text/plain",
+        )
     output = get_object_or_404(Output, pk=pk)
     state = request.POST.get("state", "")
     if state not in OVERRIDE_STATES:

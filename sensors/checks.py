@@ -5,8 +5,8 @@ from __future__ import annotations
 import ipaddress
 
 from django.conf import settings
-from django.core.checks import Error, register
-from django.db import connections
+from django.core.checks import Error, Tags, register
+from django.db import DatabaseError, connections
 
 from .storage import SUPPORTED_VENDORS
 
@@ -65,3 +65,23 @@ def database_vendor_check(app_configs, **kwargs) -> list[Error]:
             )
         ]
     return []
+
+
+@register(Tags.security, deploy=True)
+def demo_password_check(app_configs, **kwargs) -> list[Error]:
+    """`check --deploy` fails while the `make run` demo account still has its published password."""
+    from .management.commands.ensure_demo_user import DEMO_PASSWORD, DEMO_USERNAME, demo_password_in_use
+
+    try:
+        in_use = demo_password_in_use()
+    except DatabaseError:  # not migrated yet: nobody can log in anyway
+        return []
+    if not in_use:
+        return []
+    return [
+        Error(
+            f"The user {DEMO_USERNAME!r} still has the demo password {DEMO_PASSWORD!r}.",
+            hint=f"Change it: python manage.py changepassword {DEMO_USERNAME} (or delete the user in the admin).",
+            id="sensors.E020",
+        )
+    ]
