@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from . import rules
 from .models import Event, Output, Rule
-from .transports import DeliveryError, Dispatcher, Job, Result, post_json
+from .transports import DeliveryError, Dispatcher, Job, Result, post_json, redact
 
 logger = logging.getLogger(__name__)
 
@@ -185,14 +185,15 @@ class Engine:
 
     # --- internals ------------------------------------------------------------------------------
     def _complete(self, result: Result) -> None:
-        Event.objects.filter(pk=result.job.tag).update(ok=result.ok, detail=result.detail[:2000])
+        detail = redact(result.detail)  # a URL's password or token never reaches the log or a page
+        Event.objects.filter(pk=result.job.tag).update(ok=result.ok, detail=detail[:2000])
         if result.job.key.startswith("output:") and result.detail != "superseded by a newer command":
             output_id = int(result.job.key.split(":", 1)[1])
             latest = Event.objects.filter(output_id=output_id, kind__in=[Event.Kind.COMMAND, Event.Kind.START]).first()
             if latest is not None and latest.pk == result.job.tag:
                 Output.objects.filter(pk=output_id).update(delivered=result.ok)
         if not result.ok:
-            logger.warning("%s failed after %d attempts: %s", result.job.key, result.attempts, result.detail)
+            logger.warning("%s failed after %d attempts: %s", result.job.key, result.attempts, detail)
 
     @staticmethod
     def _event(

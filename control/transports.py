@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import re
 import threading
 import time
 import urllib.error
@@ -17,11 +18,43 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 logger = logging.getLogger(__name__)
 
 ANSWER_LIMIT = 300  # characters of a peer's answer kept in the event log
+
+
+# Query parameters whose values are secrets (Tasmota's `password`, API tokens...), case-insensitive.
+SECRET_PARAMETERS = re.compile(r"(?i)^(?:user|username|pass|password|pwd|passwd|token|key|apikey|api_key|auth|secret)$")
+# A URL in running text, without the punctuation that may follow it ("...?turn=on: refused").
+_URL = re.compile(r"\b[a-z][a-z0-9+.-]*://[^\s\"'<>]*[^\s\"'<>:,.;)\]]", re.IGNORECASE)
+MASK = "***"
+
+
+def redact_url(url: str) -> str:
+    """`url` with its user-info password and credential-looking query values masked, for logs and pages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return MASK
+    netloc = parts.netloc
+    if "@" in netloc:
+        netloc = f"{MASK}@{netloc.rpartition('@')[2]}"
+    query = (
+        "&".join(
+            f"{name}={MASK}" if SECRET_PARAMETERS.match(unquote(name)) and sep else f"{name}{sep}{value}"
+            for name, sep, value in (item.partition("=") for item in parts.query.split("&"))
+        )
+        if parts.query
+        else ""
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redact(text: str) -> str:
+    """Every URL in `text` redacted (an error message, a device's answer)."""
+    return _URL.sub(lambda match: redact_url(match.group(0)), text)
 
 
 class DeliveryError(Exception):
@@ -44,7 +77,7 @@ def http_request(method: str, url: str, body: str = "", content_type: str = "", 
         raise DeliveryError(f"HTTP {exc.code} {answer}".strip()) from exc
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DeliveryError(f"{url}: {reason}") from exc
+        raise DeliveryError(redact(f"{redact_url(url)}: {reason}")) from exc
 
 
 def post_json(url: str, payload: dict, timeout: float = 5.0) -> str:

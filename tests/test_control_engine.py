@@ -378,3 +378,52 @@ def test_a_broken_rule_is_logged_and_does_not_stop_the_others(engine, http_peer,
     engine.step()
     assert Rule.objects.get(name="Heat the north bench").phase == "triggered"
     assert "rule 'A broken rule' could not be evaluated" in caplog.text
+
+
+def test_a_device_password_in_an_output_url_never_reaches_the_event_log_the_pages_or_the_log(
+    engine, bench, settings, caplog, admin_client
+):
+    import socket
+
+    settings.CONTROL_COMMAND_ATTEMPTS = 1
+    with socket.socket() as probe:  # a port nobody listens on: the plug is off the network
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    secret = "Hunter2-device-secret"
+    heater = Output.objects.create(
+        name="Heater",
+        transport="http",
+        http_on_url=f"http://admin:{secret}@127.0.0.1:{port}/cm?user=admin&password={secret}&cmnd=Power%20On",
+        http_off_url=f"http://127.0.0.1:{port}/cm?PASSWORD={secret}&token={secret}&cmnd=Power%20Off",
+    )
+    heater_rule(bench, heater)
+    report(bench, "air_temperature", 0)
+    engine.step()
+    command = settle(engine)
+    assert command.ok is False and "cmnd=Power%20On" in command.detail  # what was called, still readable
+    assert secret not in command.detail
+    for page in ("/control/", "/control/events/"):
+        assert secret not in admin_client.get(page).content.decode()
+    assert secret not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "http://192.168.1.5/cm?user=admin&password=joker&cmnd=Power%20On",
+            "http://192.168.1.5/cm?user=***&password=***&cmnd=Power%20On",
+        ),
+        ("http://admin:joker@10.0.0.2/relay/0?turn=on", "http://***@10.0.0.2/relay/0?turn=on"),
+        (
+            "https://hooks.example/x?Token=abc&Key=k&pwd=1&auth=2&secret=3&pass=4",
+            "https://hooks.example/x?Token=***&Key=***&pwd=***&auth=***&secret=***&pass=***",
+        ),
+        ("http://10.0.0.3/relay/0?turn=on", "http://10.0.0.3/relay/0?turn=on"),
+    ],
+)
+def test_urls_are_shown_with_their_credentials_masked(url, shown):
+    from control.transports import redact, redact_url
+
+    assert redact_url(url) == shown
+    assert redact(f"POST {url}: connection refused") == f"POST {shown}: connection refused"
