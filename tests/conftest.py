@@ -78,6 +78,22 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
+# --- login throttling -----------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def _login_throttling(request: pytest.FixtureRequest) -> Iterator[None]:
+    """django-axes off, except in tests marked login_throttling: Django's test client logs in
+    without a request, which axes refuses (its documented way for tests)."""
+    if request.node.get_closest_marker("login_throttling"):
+        yield
+        return
+    from django.conf import settings
+
+    enabled = settings.AXES_ENABLED
+    settings.AXES_ENABLED = False
+    yield
+    settings.AXES_ENABLED = enabled
+
+
 # --- the real collector, started as `manage.py collect` -----------------------------------
 def database_url() -> str:
     """A DATABASE_URL for the test database pytest-django set up, for child processes."""
