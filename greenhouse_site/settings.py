@@ -184,6 +184,11 @@ COLLECTOR_OPEN_MINUTE_INTERVAL = _typed("float", "COLLECTOR_OPEN_MINUTE_INTERVAL
 COLLECTOR_STATS_INTERVAL = _typed("float", "COLLECTOR_STATS_INTERVAL", 60.0)
 COLLECTOR_IDLE_TIMEOUT = _typed("float", "COLLECTOR_IDLE_TIMEOUT", 600.0)
 COLLECTOR_MAX_CONNECTIONS = _typed("int", "COLLECTOR_MAX_CONNECTIONS", 12000)
+# One address may hold at most this many connections (0: half of COLLECTOR_MAX_CONNECTIONS), so
+# one client can never take every slot; and a line must arrive whole within COLLECTOR_LINE_TIMEOUT
+# seconds (a board writes one in milliseconds; one byte every few seconds must not hold a slot).
+COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS = _typed("int", "COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS", 0)
+COLLECTOR_LINE_TIMEOUT = _typed("float", "COLLECTOR_LINE_TIMEOUT", 30.0)
 # Let several collector processes listen on the same port (SO_REUSEPORT): the kernel spreads
 # the boards' connections over them, so a multi-core machine parses on every core.
 COLLECTOR_REUSE_PORT = _typed("bool", "COLLECTOR_REUSE_PORT", False)

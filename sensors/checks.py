@@ -23,12 +23,17 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
         "COLLECTOR_OPEN_MINUTE_INTERVAL",
         "COLLECTOR_STATS_INTERVAL",
         "COLLECTOR_IDLE_TIMEOUT",
+        "COLLECTOR_LINE_TIMEOUT",
     ):
         if getattr(settings, name) <= 0:
             errors.append(Error(f"{name} must be a positive number of seconds.", id="sensors.E002"))
     for name in ("COLLECTOR_MAX_CONNECTIONS", "COLLECTOR_MAX_METRICS_PER_SENSOR", "COLLECTOR_MAX_PENDING_BUCKETS"):
         if getattr(settings, name) < 1:
             errors.append(Error(f"{name} must be at least 1.", id="sensors.E003"))
+    if settings.COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS < 0:
+        errors.append(
+            Error("COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS must be 0 (half the maximum) or more.", id="sensors.E007")
+        )
     for cidr in settings.COLLECTOR_ALLOWED_NETWORKS:
         try:
             ipaddress.ip_network(cidr, strict=False)

@@ -275,7 +275,9 @@ def test_idle_connection_is_closed_after_the_timeout(start_collector):
 
 
 def test_connections_beyond_the_maximum_are_refused_and_the_others_served(start_collector):
-    collector = start_collector("--max-connections", "2", *FAST, *CLOCK)
+    collector = start_collector(
+        "--max-connections", "2", *FAST, *CLOCK, env=manage_env(COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS="2")
+    )
     expected = Expected()
     with connect(collector.port) as one, connect(collector.port) as two:
         time.sleep(0.3)
@@ -370,3 +372,26 @@ def test_with_unknown_sensors_rejected_only_registered_boards_are_stored(start_c
     assert exported() == expected.rows(MINUTE)
     assert list(Sensor.objects.values_list("mac", flat=True)) == ["5c:cf:7f:00:00:01"]
     assert "unknown_sensor=3" in stats_line(collector.output)
+
+
+def test_one_client_holding_many_connections_cannot_lock_a_real_board_out(start_collector):
+    """120 connections from one address against 50 slots: it gets half, a board elsewhere still reports."""
+    collector = start_collector("--max-connections", "50", *FAST, *CLOCK)
+    expected = Expected()
+    hogs = []
+    try:
+        for _ in range(120):
+            hogs.append(connect(collector.port))
+        with socket.create_connection(
+            ("127.0.0.1", collector.port), timeout=5, source_address=("127.0.0.2", 0)
+        ) as board:
+            board.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:31", 3, seed=1, expected=expected)))
+            time.sleep(0.3)
+    finally:
+        for sock in hogs:
+            sock.close()
+    assert collector.stop() == 0
+    assert exported() == expected.rows(MINUTE)
+    stats = stats_line(collector.output)
+    assert "refused per address 95" in stats and "connections opened 26" in stats
+    assert "refusing connection from 127.0.0.1: it has 25 open" in collector.output

@@ -138,3 +138,48 @@ def test_block_handler_gets_whole_lines_and_a_too_long_line_closes_after_the_lin
         assert server.counters["line_too_long"] == 1
     finally:
         server.close_all()
+
+
+def test_one_address_cannot_take_every_slot():
+    server = LineListener("127.0.0.1", 0, lambda *a: None, max_connections=4)  # 2 per address by default
+    server.bind()
+    try:
+        first, second = (socket.create_connection((server.host, server.port)) for _ in range(2))
+        poll_until(server, lambda: server.connection_count == 2)
+        with socket.create_connection((server.host, server.port)) as third:
+            poll_until(server, lambda: server.counters["refused_per_address"] == 1)
+            third.settimeout(5)
+            assert third.recv(1) == b""  # closed by the server
+        with socket.create_connection((server.host, server.port), source_address=("127.0.0.2", 0)) as other:
+            poll_until(server, lambda: server.connection_count == 3)  # another address still gets in
+            first.close()
+            poll_until(server, lambda: server.connection_count == 2)
+            with socket.create_connection((server.host, server.port)):
+                poll_until(server, lambda: server.connection_count == 3)  # a freed slot is usable again
+            other.close()
+        second.close()
+    finally:
+        server.close_all()
+
+
+def line_under_way(listener: LineListener) -> bool:
+    """Has the listener read the newest byte of the unfinished line (at the clock's current time)?"""
+    return any(
+        conn.line_started is not None and conn.last_active == listener.clock.now
+        for conn in listener._connections.values()
+    )
+
+
+def test_a_line_trickled_byte_by_byte_is_closed_after_the_line_timeout(listener, received):
+    listener.line_timeout = 30
+    with socket.create_connection((listener.host, listener.port)) as slow:
+        with socket.create_connection((listener.host, listener.port)) as board:
+            board.sendall(b"Soil: 1; from 5c:cf:7f:0a:1b:2c\n")
+            for byte in b"Soil: 2; fr":  # one byte every 3 s: each resets the idle timer, never the line's
+                slow.sendall(bytes([byte]))
+                poll_until(listener, lambda: line_under_way(listener))
+                listener.clock.now += 3
+            assert listener.close_idle() == 1
+            assert listener.counters["slow_line_closed"] == 1
+            assert listener.connection_count == 1  # the board that sent whole lines stays
+    assert received == [b"Soil: 1; from 5c:cf:7f:0a:1b:2c"]

@@ -41,7 +41,9 @@ class CollectorConfig:
     open_minute_interval: float = 30.0  # the minute still filling is written this often
     stats_interval: float = 60.0
     idle_timeout: float = 600.0
+    line_timeout: float = 30.0  # a line must arrive whole within this (slow-loris peers)
     max_connections: int = 12000
+    max_connections_per_address: int | None = None  # None: half of max_connections
     max_metrics_per_sensor: int = 16
     allowed_networks: Sequence[Network] = field(default_factory=tuple)  # empty: any
     reuse_port: bool = False  # several collector processes on one port (docs/collector.md)
@@ -123,7 +125,9 @@ class Collector:
             config.port,
             self.handle_block,
             max_connections=config.max_connections,
+            max_connections_per_address=config.max_connections_per_address,
             idle_timeout=config.idle_timeout,
+            line_timeout=config.line_timeout,
             clock=clock,
             allowed_networks=config.allowed_networks,
             reuse_port=config.reuse_port,
@@ -153,7 +157,7 @@ class Collector:
         self._next_flush = now + self.config.flush_interval
         self._next_open_flush = now + self.config.open_minute_interval
         self._next_stats = now + self.config.stats_interval
-        self._next_idle_sweep = now + min(self.config.idle_timeout / 10, 5.0)
+        self._next_idle_sweep = now + self._sweep_interval()
         self._stats_time = now
         self._last_stats = self._stats_snapshot()
         return address
@@ -208,7 +212,7 @@ class Collector:
             self._next_stats = now + self.config.stats_interval
             self.report_stats()
         if now >= self._next_idle_sweep:
-            self._next_idle_sweep = now + min(self.config.idle_timeout / 10, 5.0)
+            self._next_idle_sweep = now + self._sweep_interval()
             self.listener.close_idle()
 
     def handle_block(self, peer: str, block: bytes, timestamp: float) -> None:
@@ -291,7 +295,8 @@ class Collector:
         logger.info(
             "stats: %d connections open, %.1f lines/s, %.1f samples/s, rejected lines: %s; "
             "rejected fields: %s; rows written: %d; buckets pending: %d; dropped over the pending bound: %d; "
-            "connections opened %d, closed idle %d, refused %d (network %d), accept errors %d",
+            "connections opened %d, closed idle %d, closed slow lines %d, refused %d (network %d), "
+            "refused per address %d, accept errors %d",
             self.listener.connection_count,
             (current["lines"] - previous["lines"]) / elapsed,
             (current["samples"] - previous["samples"]) / elapsed,
@@ -302,8 +307,10 @@ class Collector:
             current["dropped"] - previous["dropped"],
             listener["connections_opened"],
             listener["idle_closed"],
+            listener["slow_line_closed"],
             listener["refused_max_connections"],
             listener["refused_network"],
+            listener["refused_per_address"],
             listener["accept_errors"],
         )
 
@@ -316,6 +323,10 @@ class Collector:
         return totals
 
     # --- internals ---------------------------------------------------------------
+    def _sweep_interval(self) -> float:
+        """How often idle connections and unfinished lines are looked for."""
+        return min(self.config.idle_timeout / 10, self.config.line_timeout / 3, 5.0)
+
     def _stats_snapshot(self) -> dict:
         """Totals since start; the stats line reports the difference between two snapshots."""
         return {

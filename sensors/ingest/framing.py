@@ -73,6 +73,11 @@ class LineFramer:
                 return lines[:index], True
         return lines, False
 
+    @property
+    def has_partial(self) -> bool:
+        """Is a line under way (bytes received after the last newline)?"""
+        return bool(self._partial)
+
     def finish(self) -> bool:
         """Forget the partial line at end of stream; True if one was discarded."""
         incomplete = bool(self._partial.strip())

@@ -56,13 +56,14 @@ class BindError(Exception):
 
 
 class Connection:
-    __slots__ = ("framer", "last_active", "peer", "sock")
+    __slots__ = ("framer", "last_active", "line_started", "peer", "sock")
 
     def __init__(self, sock: socket.socket, peer: str, now: float, max_line_bytes: int) -> None:
         self.sock = sock
         self.peer = peer
         self.framer = LineFramer(max_line_bytes)
         self.last_active = now
+        self.line_started: float | None = None  # when the line now being received began (None: between lines)
 
 
 def _enable_keepalive(sock: socket.socket) -> None:
@@ -81,7 +82,9 @@ class LineListener:
         handle_block: BlockHandler,
         *,
         max_connections: int = 12000,
+        max_connections_per_address: int | None = None,
         idle_timeout: float = 600.0,
+        line_timeout: float = 30.0,
         max_line_bytes: int = MAX_LINE_BYTES,
         clock: Callable[[], float] = time.time,
         idle_clock: Callable[[], float] = time.monotonic,
@@ -97,7 +100,12 @@ class LineListener:
         self._buffer = bytearray(RECV_BYTES)  # one thread reads every socket: one buffer serves all
         self._view = memoryview(self._buffer)
         self.max_connections = max_connections
+        # One address may never take every slot, whatever the global limit (default: half of it).
+        self.max_connections_per_address = max_connections_per_address or max(1, max_connections // 2)
         self.idle_timeout = idle_timeout
+        # A line must arrive whole within this: one byte every few seconds must not hold a slot.
+        self.line_timeout = line_timeout
+        self._per_address: Counter[str] = Counter()
         self.max_line_bytes = max_line_bytes
         self.clock = clock  # wall clock: stamps samples
         self.idle_clock = idle_clock  # monotonic: an NTP step must not close every connection as idle
@@ -208,15 +216,26 @@ class LineListener:
         return len(events)
 
     def close_idle(self, now: float | None = None) -> int:
-        """Close connections that sent nothing for `idle_timeout` seconds."""
+        """Close connections that sent nothing for `idle_timeout` seconds, or have been sending one
+        line for longer than `line_timeout` (a slow-loris peer trickling bytes to keep its slot)."""
         now = self.idle_clock() if now is None else now
-        cutoff = now - self.idle_timeout
-        idle = [conn for conn in self._connections.values() if conn.last_active < cutoff]
-        for conn in idle:
-            logger.debug("closing idle connection from %s", conn.peer)
-            self.counters["idle_closed"] += 1
+        cutoff, line_cutoff = now - self.idle_timeout, now - self.line_timeout
+        closed = 0
+        for conn in list(self._connections.values()):
+            if conn.last_active < cutoff:
+                logger.debug("closing idle connection from %s", conn.peer)
+                self.counters["idle_closed"] += 1
+            elif conn.line_started is not None and conn.line_started < line_cutoff:
+                self.counters["slow_line_closed"] += 1
+                if self._log_limiter.allow("slow_line_closed"):
+                    logger.warning(
+                        "closing connection from %s: a line unfinished after %g s", conn.peer, self.line_timeout
+                    )
+            else:
+                continue
             self._close(conn)
-        return len(idle)
+            closed += 1
+        return closed
 
     # --- internals -------------------------------------------------------------
     def _accept(self, limit: int | None) -> None:
@@ -253,6 +272,16 @@ class LineListener:
                     logger.warning("refusing connection from %s: %d connections open", address[0], self.max_connections)
                 sock.close()
                 continue
+            if self._per_address[address[0]] >= self.max_connections_per_address:
+                self.counters["refused_per_address"] += 1
+                if self._log_limiter.allow("refused_per_address"):
+                    logger.warning(
+                        "refusing connection from %s: it has %d open (COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS)",
+                        address[0],
+                        self.max_connections_per_address,
+                    )
+                sock.close()
+                continue
             sock.setblocking(False)
             try:
                 _enable_keepalive(sock)
@@ -260,6 +289,7 @@ class LineListener:
                 pass
             conn = Connection(sock, address[0], self.idle_clock(), self.max_line_bytes)
             self._connections[sock.fileno()] = conn
+            self._per_address[conn.peer] += 1
             self._selector.register(sock, selectors.EVENT_READ, conn)
             self.counters["connections_opened"] += 1
 
@@ -279,6 +309,10 @@ class LineListener:
         data = self._view[:size].tobytes()
         try:
             block, too_long = conn.framer.feed_block(data)
+            if not conn.framer.has_partial:
+                conn.line_started = None
+            elif block or conn.line_started is None:  # a new line began in this read
+                conn.line_started = idle_now
             if block:
                 self.handle_block(conn.peer, block, now)
         except Exception:  # a bug in handling must not stop the other boards being served
@@ -295,7 +329,10 @@ class LineListener:
     def _close(self, conn: Connection) -> None:
         if conn.framer.finish():
             self.counters[Reason.INCOMPLETE_LINE] += 1
-        self._connections.pop(conn.sock.fileno(), None)
+        if self._connections.pop(conn.sock.fileno(), None) is not None:
+            self._per_address[conn.peer] -= 1
+            if not self._per_address[conn.peer]:
+                del self._per_address[conn.peer]
         try:
             self._selector.unregister(conn.sock)
         except (KeyError, ValueError):

@@ -107,6 +107,8 @@ class Command(BaseCommand):
             stats_interval=options["stats_interval"],
             idle_timeout=options["idle_timeout"],
             max_connections=options["max_connections"],
+            max_connections_per_address=settings.COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS or None,
+            line_timeout=settings.COLLECTOR_LINE_TIMEOUT,
             max_metrics_per_sensor=settings.COLLECTOR_MAX_METRICS_PER_SENSOR,
             allowed_networks=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.COLLECTOR_ALLOWED_NETWORKS],
             reuse_port=options["reuse_port"],
