@@ -200,6 +200,10 @@ COLLECTOR_MAX_PENDING_BUCKETS = _typed("int", "COLLECTOR_MAX_PENDING_BUCKETS", 5
 # a MAC not in the database: "register" it (default) or "reject" its lines until it is added.
 COLLECTOR_ALLOWED_NETWORKS = _typed("list", "COLLECTOR_ALLOWED_NETWORKS", [])
 COLLECTOR_UNKNOWN_SENSORS = env.str("COLLECTOR_UNKNOWN_SENSORS", default="register").strip().lower()
+# In register mode, at most this many new MACs are registered a minute and this many sensors in
+# all; beyond them lines are refused, counted, logged, and listed in the admin ("Refused sensors").
+COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE = _typed("int", "COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE", 60)
+COLLECTOR_MAX_SENSORS = _typed("int", "COLLECTOR_MAX_SENSORS", 2000)
 
 # --- Retention ------------------------------------------------------------------
 # Minute rows older than this many days are deleted (0 keeps them forever); the

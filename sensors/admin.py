@@ -7,7 +7,7 @@ from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html_join
 
-from .models import CurrentReading, Location, Placement, Reading, Sensor
+from .models import CurrentReading, Location, Placement, Reading, RefusedSensor, Sensor
 
 
 @admin.register(Location)
@@ -111,3 +111,27 @@ class ReadingAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
+
+
+@admin.register(RefusedSensor)
+class RefusedSensorAdmin(admin.ModelAdmin):
+    """MACs the collector refused (registration limits, or unknown in reject mode): register the real boards."""
+
+    list_display = ["mac", "reason", "lines", "first_refused", "last_refused", "last_peer"]
+    list_filter = ["reason"]
+    search_fields = ["mac"]
+    actions = ["register"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
+        return False
+
+    @admin.action(description="Register the selected MACs as sensors", permissions=["add_sensor"])
+    def register(self, request: HttpRequest, queryset: QuerySet[RefusedSensor]) -> None:
+        macs = [refused.register().mac for refused in queryset]
+        self.message_user(request, f"Registered {len(macs)} sensors: {', '.join(macs)[:500]}.", messages.SUCCESS)
+
+    def has_add_sensor_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("sensors.add_sensor")

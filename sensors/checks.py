@@ -30,6 +30,9 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
     for name in ("COLLECTOR_MAX_CONNECTIONS", "COLLECTOR_MAX_METRICS_PER_SENSOR", "COLLECTOR_MAX_PENDING_BUCKETS"):
         if getattr(settings, name) < 1:
             errors.append(Error(f"{name} must be at least 1.", id="sensors.E003"))
+    for name in ("COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE", "COLLECTOR_MAX_SENSORS"):
+        if not 1 <= getattr(settings, name) <= 100_000:
+            errors.append(Error(f"{name} must be between 1 and 100000.", id="sensors.E008"))
     if settings.COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS < 0:
         errors.append(
             Error("COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS must be 0 (half the maximum) or more.", id="sensors.E007")

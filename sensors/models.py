@@ -126,6 +126,35 @@ class Sensor(models.Model):
         self.save(update_fields=["location"])
 
 
+class RefusedSensor(models.Model):
+    """A MAC whose lines the collector refused, so a grower can tell a real new board from a flood.
+
+    Written by the collector (sensors.storage) when a new MAC is over the registration limits
+    (COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE, COLLECTOR_MAX_SENSORS) or unknown in reject mode;
+    `register` turns it into a sensor, whose lines are then accepted.
+    """
+
+    mac = models.CharField("MAC address", max_length=17, unique=True)
+    reason = models.CharField(max_length=32)
+    lines = models.PositiveBigIntegerField("lines refused", default=0)
+    first_refused = models.DateTimeField()
+    last_refused = models.DateTimeField(db_index=True)
+    last_peer = models.GenericIPAddressField("last address", null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_refused"]
+
+    def __str__(self) -> str:
+        return self.mac
+
+    @transaction.atomic
+    def register(self) -> Sensor:
+        """Add this MAC as a sensor (the collector accepts it within seconds) and forget the refusal."""
+        sensor, _ = Sensor.objects.get_or_create(mac=self.mac)
+        self.delete()
+        return sensor
+
+
 class Placement(models.Model):
     """A sensor stood in a location from `start` until `end` (open while it is still there)."""
 

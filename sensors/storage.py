@@ -28,7 +28,8 @@ from typing import Any
 from django.db import DatabaseError, connection, transaction
 
 from .ingest.aggregator import Batch, Bucket, BucketKey, coarsen
-from .models import CurrentReading, DailyReading, HourlyReading, Reading, ReadingFields, Sensor
+from .ingest.aggregator import RefusedSensor as RefusedSeen
+from .models import CurrentReading, DailyReading, HourlyReading, Reading, ReadingFields, RefusedSensor, Sensor
 
 SUPPORTED_VENDORS = ("sqlite", "postgresql")
 ROWS_PER_STATEMENT = 500
@@ -54,6 +55,9 @@ def write_batch(batch: Batch) -> int:
     """
     try:
         with transaction.atomic():
+            record_refused(batch.refused)
+            if not batch.sensors:
+                return 0
             sensor_ids = upsert_sensors(batch)
             if connection.vendor == "postgresql":
                 rows = _rows_of(sensor_ids, batch.buckets.items(), Reading)
@@ -329,6 +333,46 @@ def _current_from_merge_table() -> str:
         f"FROM {MERGE_TABLE} AS m JOIN {sensor_table} AS s ON s.id = m.sensor "
         "ORDER BY m.sensor, m.metric, m.start DESC"
     )
+
+
+def record_refused(refused: dict[str, RefusedSeen]) -> None:
+    """Add the batch's refused MACs to RefusedSensor (lines counted up, the last time and address kept)."""
+    if not refused:
+        return
+    meta = RefusedSensor._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    names = ["mac", "reason", "lines", "first_refused", "last_refused", "last_peer"]
+    mac, reason, lines, first, last, peer = (quote(meta.get_field(name).column) for name in names)
+    moment = meta.get_field("last_refused")
+    rows = [
+        (
+            address,
+            seen.reason,
+            seen.lines,
+            moment.get_db_prep_value(_utc(seen.first), connection),
+            moment.get_db_prep_value(_utc(seen.last), connection),
+            seen.peer or None,
+        )
+        for address, seen in refused.items()
+    ]
+    with connection.cursor() as cursor:
+        for chunk in _chunks(rows, 100):
+            cursor.execute(
+                f"INSERT INTO {table} ({mac}, {reason}, {lines}, {first}, {last}, {peer}) "
+                f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s)'] * len(chunk))} "
+                f"ON CONFLICT ({mac}) DO UPDATE SET {lines} = {table}.{lines} + EXCLUDED.{lines}, "
+                f"{reason} = EXCLUDED.{reason}, {last} = EXCLUDED.{last}, {peer} = EXCLUDED.{peer}",
+                [value for row in chunk for value in row],
+            )
+
+
+def stored_metrics() -> dict[str, set[str]]:
+    """MAC -> the metrics stored for it (one current-value row each), to seed the per-sensor metric limit."""
+    known: dict[str, set[str]] = {}
+    for mac, metric in CurrentReading.objects.values_list("sensor__mac", "metric").iterator(chunk_size=5000):
+        known.setdefault(mac, set()).add(metric)
+    return known
 
 
 def registered_macs() -> list[str]:

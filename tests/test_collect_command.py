@@ -395,3 +395,40 @@ def test_one_client_holding_many_connections_cannot_lock_a_real_board_out(start_
     stats = stats_line(collector.output)
     assert "refused per address 95" in stats and "connections opened 26" in stats
     assert "refusing connection from 127.0.0.1: it has 25 open" in collector.output
+
+
+def test_a_flood_of_new_macs_registers_only_the_limit_and_lists_the_rest_for_the_admin(start_collector, admin_client):
+    from sensors.models import RefusedSensor
+
+    collector = start_collector(*FAST, env=manage_env(COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE="60"))
+    flood = b"".join(f"Soil: 600; from 5c:cf:7f:01:00:{i:02x}\n".encode() for i in range(200))
+    with connect(collector.port) as sock:
+        sock.sendall(flood)
+        time.sleep(0.5)
+    assert collector.stop() == 0
+    assert Sensor.objects.count() == 60
+    assert "too_many_new_sensors=140" in stats_line(collector.output)
+    assert RefusedSensor.objects.count() == 140
+    page = admin_client.get("/admin/sensors/refusedsensor/").content.decode()
+    assert "5c:cf:7f:01:00:c7" in page and "too_many_new_sensors" in page
+    refused = RefusedSensor.objects.get(mac="5c:cf:7f:01:00:c7")
+    admin_client.post(
+        "/admin/sensors/refusedsensor/", {"action": "register", "_selected_action": [refused.pk], "index": "0"}
+    )
+    assert Sensor.objects.filter(mac="5c:cf:7f:01:00:c7").exists()
+    assert not RefusedSensor.objects.filter(mac="5c:cf:7f:01:00:c7").exists()
+
+
+def test_the_per_sensor_metric_limit_counts_what_is_stored_across_restarts(start_collector):
+    from sensors.models import Reading
+
+    env = manage_env(COLLECTOR_MAX_METRICS_PER_SENSOR="4")
+    for run in range(2):
+        collector = start_collector(*FAST, env=env)
+        keys = "; ".join(f"k{run}x{i}: {i}" for i in range(6))  # six new keys each run
+        with connect(collector.port) as sock:
+            sock.sendall(f"{keys}; from 5c:cf:7f:00:00:77\n".encode())
+            time.sleep(0.3)
+        assert collector.stop() == 0
+    assert Reading.objects.values("metric").distinct().count() == 4  # not 4 per run
+    assert "too_many_metrics=" in stats_line(collector.output)

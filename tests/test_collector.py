@@ -11,7 +11,7 @@ import pytest
 from django.db import connections
 
 from sensors import storage
-from sensors.ingest.collector import Collector, CollectorConfig
+from sensors.ingest.collector import Collector, CollectorConfig, KnownSensors
 from sensors.ingest.listener import BindError
 from sensors.ingest.writer import Writer
 from sensors.models import Reading
@@ -248,3 +248,52 @@ def test_what_is_held_is_written_even_when_closing_the_sockets_fails(clock, monk
     with pytest.raises(OSError):
         collector.shutdown()
     assert sum(batch.sample_count for batch in writer.batches) == 1
+
+
+# --- which MACs may report ------------------------------------------------------------------
+class Tick:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_new_sensors_are_registered_at_most_n_a_minute_and_up_to_a_total():
+    tick = Tick()
+    gate = KnownSensors(lambda: ["5c:cf:7f:00:00:00"], register=True, max_new_per_minute=3, max_sensors=6, clock=tick)
+    assert gate.refresh()
+    macs = [f"5c:cf:7f:00:01:{i:02x}" for i in range(10)]
+    assert [gate.admit(mac) for mac in macs[:4]] == [None, None, None, "too_many_new_sensors"]
+    assert gate.admit("5c:cf:7f:00:00:00") is None  # a registered sensor always reports
+    assert gate.admit(macs[0]) is None  # so does one admitted before
+    tick.now += 60  # a new minute: three more, but only two fit under the total of six
+    assert [gate.admit(mac) for mac in macs[4:7]] == [None, None, "too_many_sensors"]
+
+
+def test_before_the_database_could_be_read_every_line_is_kept_in_either_mode():
+    def down():
+        raise RuntimeError("database is locked")
+
+    for register in (True, False):
+        gate = KnownSensors(down, register=register, max_new_per_minute=1)
+        assert gate.refresh() is False
+        assert gate.admit("5c:cf:7f:00:01:01") is None and gate.admit("5c:cf:7f:00:01:02") is None
+
+
+def test_refused_macs_are_handed_to_the_writer_for_the_admin(clock):
+    writer = RecordingWriter()
+    gate = KnownSensors(lambda: [], register=True, max_new_per_minute=1, max_sensors=10)
+    gate.refresh()
+    collector = Collector(CollectorConfig(host="127.0.0.1", port=0), writer, clock=clock, known_sensors=gate)  # type: ignore[arg-type]
+    block = b"".join(f"Soil: 1; from 5c:cf:7f:00:02:{i:02x}\n".encode() for i in range(3)) * 2
+    collector.handle_block("10.0.0.9", block, clock())
+    collector.flush()
+    [batch] = writer.batches
+    assert list(batch.sensors) == ["5c:cf:7f:00:02:00"]
+    assert {mac: (r.reason, r.lines, r.peer) for mac, r in batch.refused.items()} == {
+        "5c:cf:7f:00:02:01": ("too_many_new_sensors", 2, "10.0.0.9"),
+        "5c:cf:7f:00:02:02": ("too_many_new_sensors", 2, "10.0.0.9"),
+    }
+    assert collector.rejected_lines["too_many_new_sensors"] == 4
+    collector.listener.close_all()

@@ -80,12 +80,30 @@ class SensorSeen:
 
 
 @dataclass(slots=True)
+class RefusedSensor:
+    """Lines of a MAC the collector would not register (limits, or an unknown sensor), for the admin."""
+
+    reason: str
+    lines: int
+    first: float
+    last: float
+    peer: str
+
+    def merge(self, other: RefusedSensor) -> None:
+        self.lines += other.lines
+        self.first = min(self.first, other.first)
+        if other.last >= self.last:
+            self.last, self.peer, self.reason = other.last, other.peer, other.reason
+
+
+@dataclass(slots=True)
 class Batch:
     buckets: dict[BucketKey, Bucket] = field(default_factory=dict)
     sensors: dict[str, SensorSeen] = field(default_factory=dict)
+    refused: dict[str, RefusedSensor] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.sensors)
+        return bool(self.sensors) or bool(self.refused)
 
     @property
     def sample_count(self) -> int:
@@ -130,6 +148,12 @@ class Batch:
                 self.sensors[mac] = seen
             else:
                 mine_seen.merge(seen)
+        for mac, refused in other.refused.items():
+            mine_refused = self.refused.get(mac)
+            if mine_refused is None:
+                self.refused[mac] = refused
+            else:
+                mine_refused.merge(refused)
         return dropped
 
 
@@ -179,6 +203,11 @@ class Aggregator:
         self._minute: int | None = None
         self._batch: Batch | None = None
         self._trios: dict[str, tuple[Bucket, Bucket, Bucket]] = {}
+
+    def seed_metrics(self, known: dict[str, set[str]]) -> None:
+        """The metrics each sensor has stored already (at start): the per-sensor limit holds across restarts."""
+        for mac, metrics in known.items():
+            self._metrics.setdefault(mac, set()).update(metrics)
 
     def _batch_for(self, minute: int) -> Batch:
         if minute != self._minute or self._batch is None:

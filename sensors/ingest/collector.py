@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .aggregator import Aggregator, minute_start
+from .aggregator import Aggregator, Batch, RefusedSensor, minute_start
 from .listener import LineListener, Network
 from .periodic import PeriodicThread
 from .protocol import Reason, Rejected, parse_firmware_block, parse_firmware_line, parse_line
@@ -26,6 +26,7 @@ from .writer import Writer
 logger = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.25
+MAX_REFUSED_PER_FLUSH = 1000  # distinct refused MACs kept for the admin per flush (a flood is counted, not listed)
 # After a wakeup that took everything waiting, pause this long before the next poll so that
 # the next one finds many sockets ready: 10,000 boards then cost ~200 wakeups a second instead
 # of ~5,000 (each with its epoll_wait and bookkeeping). Samples are minute-bucketed, so 5 ms
@@ -58,11 +59,17 @@ def _format_counts(counts: Counter[str]) -> str:
 
 
 class KnownSensors:
-    """The MACs registered in the database, refreshed in a thread of its own.
+    """Which MACs may report: the sensors in the database always; a new one only within limits.
 
-    Used when unknown sensors are rejected (COLLECTOR_UNKNOWN_SENSORS=reject): the
-    ingest thread only reads `macs`, a frozenset swapped whole, so it never waits
-    for the database. A sensor added in the admin is accepted within `interval` s.
+    `macs` (a set the ingest thread reads, swapped whole by the refresh thread, so ingest never
+    waits for the database) holds the registered sensors plus those this process admitted since.
+    With `register` (COLLECTOR_UNKNOWN_SENSORS=register) a new MAC is admitted while fewer than
+    `max_new_per_minute` were admitted in the current minute and fewer than `max_sensors` are
+    known in all; otherwise its lines are refused (counted by reason). Without `register` an
+    unknown MAC is refused until it is added in the admin, seen within `interval` s.
+
+    Until the first refresh succeeds (the database unreachable at start) nothing can be checked:
+    every line is kept, and the limits apply from the first successful refresh on.
     """
 
     def __init__(
@@ -70,18 +77,53 @@ class KnownSensors:
         loader: Callable[[], Iterable[str]],
         interval: float = 10.0,
         on_exit: Callable[[], None] | None = None,
+        *,
+        register: bool = False,
+        max_new_per_minute: int = 60,
+        max_sensors: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loader = loader
-        self.macs: frozenset[str] = frozenset()
+        self.register = register
+        self.max_new_per_minute = max_new_per_minute
+        self.max_sensors = max_sensors
+        self.clock = clock
+        self.macs: set[str] = set()
+        self.loaded = False
+        self._admitted: set[str] = set()  # new MACs this process let in (until the database has them)
+        self._window_start = clock()
+        self._new_in_window = 0
         self._thread = PeriodicThread("known-sensors", self.refresh, interval, on_exit)
 
     def refresh(self) -> bool:
         try:
-            self.macs = frozenset(self.loader())
+            registered = set(self.loader())
         except Exception as exc:
             logger.warning("cannot refresh the registered sensors (%s); keeping %d known", exc, len(self.macs))
             return False
+        self._admitted -= registered
+        self.macs = registered | self._admitted
+        if not self.loaded:
+            self.loaded = True
         return True
+
+    def admit(self, mac: str) -> str | None:
+        """None if `mac`'s lines may be stored, else the reason they are refused."""
+        if mac in self.macs or not self.loaded:
+            return None
+        if not self.register:
+            return Reason.UNKNOWN_SENSOR
+        if len(self.macs) >= self.max_sensors:
+            return Reason.TOO_MANY_SENSORS
+        now = self.clock()
+        if now - self._window_start >= 60.0:
+            self._window_start, self._new_in_window = now, 0
+        if self._new_in_window >= self.max_new_per_minute:
+            return Reason.TOO_MANY_NEW_SENSORS
+        self._new_in_window += 1
+        self._admitted.add(mac)
+        self.macs.add(mac)
+        return None
 
     def start(self) -> None:
         self._thread.start()
@@ -116,7 +158,7 @@ class Collector:
         as long as the collector (e.g. the retention purge)."""
         self.config = config
         self.writer = writer
-        self.known_sensors = known_sensors  # None: unknown sensors are registered
+        self.known_sensors = known_sensors  # None: every MAC is registered, without limits
         self.side_jobs: list[SideJob] = [*([known_sensors] if known_sensors is not None else []), *side_jobs]
         self.clock = clock
         self.aggregator = Aggregator(config.max_metrics_per_sensor)
@@ -137,6 +179,7 @@ class Collector:
         self.rejected_lines: Counter[str] = Counter()
         self.rejected_fields: Counter[str] = Counter()
         self._log_limiter = LogLimiter()
+        self._refused: dict[str, RefusedSensor] = {}
         self._stop_requested = False
         self.stop_reason = ""
         self._last_stats: dict = {}
@@ -226,7 +269,11 @@ class Collector:
             fields = parse_firmware_line(block[:-1])
             if (
                 fields is not None
-                and (self.known_sensors is None or fields[0] in self.known_sensors.macs)
+                and (
+                    self.known_sensors is None
+                    or fields[0] in self.known_sensors.macs
+                    or self.known_sensors.admit(fields[0]) is None
+                )
                 and self.aggregator.add_firmware_line(*fields, timestamp, peer)
             ):
                 self.lines += 1
@@ -257,9 +304,12 @@ class Collector:
             if isinstance(parsed, Rejected):
                 self._reject_line(peer, raw, parsed)
                 continue
-            if self.known_sensors is not None and parsed.mac not in self.known_sensors.macs:
-                self._reject_line(peer, raw, Rejected(Reason.UNKNOWN_SENSOR))
-                continue
+            if self.known_sensors is not None:
+                reason = self.known_sensors.admit(parsed.mac)
+                if reason is not None:
+                    self._refuse_sensor(parsed.mac, reason, timestamp, peer)
+                    self._reject_line(peer, raw, Rejected(reason))
+                    continue
             self.lines += 1
             refused = aggregator.add(parsed.mac, parsed.values, timestamp, peer)
             self.samples += len(parsed.values) - refused
@@ -273,7 +323,7 @@ class Collector:
 
     def flush(self) -> None:
         """Hand every minute held, the open one included, to the writer (cheap: a swap)."""
-        self.writer.submit(self.aggregator.drain())
+        self.writer.submit(self._take_refused(self.aggregator.drain()))
 
     def flush_closed(self) -> None:
         """Hand the minutes that have ended to the writer; the open minute stays in memory.
@@ -282,7 +332,7 @@ class Collector:
         10,000 boards), so it is written every `open_minute_interval` only, while a minute that
         has ended is written within `flush_interval` and then never again.
         """
-        self.writer.submit(self.aggregator.drain_closed(minute_start(self.clock())))
+        self.writer.submit(self._take_refused(self.aggregator.drain_closed(minute_start(self.clock()))))
 
     def report_stats(self) -> None:
         """Log one line about the last interval: connections, rates, rejections, writes."""
@@ -338,6 +388,21 @@ class Collector:
             "rejected_fields": Counter(self.rejected_fields),
             "listener": Counter(self.listener.counters),
         }
+
+    def _refuse_sensor(self, mac: str, reason: str, timestamp: float, peer: str) -> None:
+        """Note a refused MAC for the admin's list (at most MAX_REFUSED_PER_FLUSH new ones per flush)."""
+        known = self._refused.get(mac)
+        if known is not None:
+            known.lines += 1
+            known.last, known.peer, known.reason = timestamp, peer, reason
+        elif len(self._refused) < MAX_REFUSED_PER_FLUSH:
+            self._refused[mac] = RefusedSensor(reason, 1, timestamp, timestamp, peer)
+
+    def _take_refused(self, batch: Batch) -> Batch:
+        """Hand the refused MACs noted since the last flush to the writer with `batch`."""
+        if self._refused:
+            batch.refused, self._refused = self._refused, {}
+        return batch
 
     def _reject_line(self, peer: str, raw: bytes, rejected: Rejected) -> None:
         self.rejected_lines[rejected.reason] += 1

@@ -45,6 +45,8 @@ class Reason:
     TOO_MANY_METRICS = "too_many_metrics"
     # policy (counted by the collector)
     UNKNOWN_SENSOR = "unknown_sensor"
+    TOO_MANY_NEW_SENSORS = "too_many_new_sensors"  # COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE
+    TOO_MANY_SENSORS = "too_many_sensors"  # COLLECTOR_MAX_SENSORS
     # framing (counted by the listener)
     LINE_TOO_LONG = "line_too_long"
     INCOMPLETE_LINE = "incomplete_line"

@@ -122,16 +122,26 @@ class Command(BaseCommand):
             max_pending_buckets=settings.COLLECTOR_MAX_PENDING_BUCKETS,
             outage_errors=(DatabaseError,),
         )
-        known = None
-        if settings.COLLECTOR_UNKNOWN_SENSORS == "reject":
-            known = KnownSensors(storage.registered_macs, on_exit=connections.close_all)
-            known.refresh()  # before the first line arrives
+        # Which MACs may report: registered sensors, and new ones within the registration limits
+        # (or none in reject mode). Refreshed from the database every 10 s in a thread of its own.
+        known = KnownSensors(
+            storage.registered_macs,
+            on_exit=connections.close_all,
+            register=settings.COLLECTOR_UNKNOWN_SENSORS == "register",
+            max_new_per_minute=settings.COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE,
+            max_sensors=settings.COLLECTOR_MAX_SENSORS,
+        )
+        known.refresh()  # before the first line arrives
         retention = RetentionThread(settings.MINUTE_RETENTION_DAYS)
         clock = time.time
         if options["test_clock_start"] is not None:
             clock = offset_clock(options["test_clock_start"])
             logger.warning("testing clock: samples are stamped from %s on", options["test_clock_start"])
         collector = Collector(config, writer, clock=clock, known_sensors=known, side_jobs=[retention])
+        try:  # the metric limit counts what is stored, so a restart does not start it over
+            collector.aggregator.seed_metrics(storage.stored_metrics())
+        except DatabaseError as exc:
+            logger.warning("cannot read the stored metrics (%s); the per-sensor limit counts from now", exc)
         vendor = connection.vendor
         connections.close_all()  # the main thread's, opened by the start-up checks
         try:
