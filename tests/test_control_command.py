@@ -76,3 +76,17 @@ def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_ag
 def test_control_refuses_a_non_positive_interval():
     with pytest.raises(CommandError, match="--interval must be a positive"):
         call_command("control", interval=0)
+
+
+def test_a_second_control_process_refuses_to_start_and_a_killed_ones_lock_does_not_block_a_restart(start_command):
+    first = start_command("control", "--interval", "0.5")
+    wait_until(lambda: "control running" in first.output, what="the first control process")
+    second = start_command("control", "--interval", "0.5")
+    assert second.process.wait(30) == 1
+    assert "only one may switch the outputs" in second.output
+    assert "control running" not in second.output
+    first.process.kill()  # SIGKILL: no clean release
+    first.process.wait(10)
+    third = start_command("control", "--interval", "0.5")
+    wait_until(lambda: "control running" in third.output, what="a restart after the kill")
+    assert third.stop() == 0

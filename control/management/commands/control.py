@@ -15,6 +15,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError, close_old_connections, connection
 
 from control.engine import Engine
+from control.singleton import ControllerLock
 from control.transports import Dispatcher
 from greenhouse_site.startup import require_migrated
 
@@ -48,6 +49,9 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        self.lock = ControllerLock()
+        if not self.take_lock():
+            return
         logger.info(
             "control running (every %gs; rules see new data at the collector's flush interval, %gs by default; "
             "database %s)",
@@ -67,7 +71,26 @@ class Command(BaseCommand):
             except DatabaseError as exc:
                 logger.warning("cannot record the last results (%s)", exc)
             connection.close()
+            self.lock.release()
         logger.info("%s: control stopped", self.stop_reason)
+
+    def take_lock(self) -> bool:
+        """One controller per database: refuse when another holds the lock; wait while the database is away."""
+        while not self.stop_reason:
+            try:
+                taken = self.lock.acquire()
+            except DatabaseError as exc:
+                logger.warning("cannot check for another control process (%s); trying again in %gs", exc, self.interval)
+                self.lock.release()
+                self.sleep(self.interval)
+                continue
+            if not taken:
+                raise CommandError(
+                    f"{self.lock.holder()}: only one may switch the outputs. Stop it first "
+                    "(supervisorctl stop control), or this one."
+                )
+            return True
+        return False
 
     def run_once(self, started: bool) -> bool:
         """One pass; a database problem is logged and retried on the next pass. Returns `started`."""
