@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
 from .models import Event, Output, Rule
 
 
+class OutputForm(forms.ModelForm):
+    """The device password is write-only: never rendered back; left blank, the stored one is kept."""
+
+    device_password = forms.CharField(
+        label="device password",
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored, never shown again. Leave blank to keep the current one; tick the box below to remove it.",
+    )
+    clear_device_password = forms.BooleanField(label="remove the stored device password", required=False)
+
+    class Meta:
+        model = Output
+        fields = "__all__"
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("clear_device_password"):
+            cleaned["device_password"] = ""
+        elif not cleaned.get("device_password") and self.instance.pk:
+            cleaned["device_password"] = self.instance.device_password
+        self.instance.device_password = cleaned["device_password"]
+        return cleaned
+
+
 @admin.register(Output)
 class OutputAdmin(admin.ModelAdmin):
+    form = OutputForm
     list_display = ["name", "transport", "state_label", "changed_at", "change_reason", "delivered", "override_until"]
     readonly_fields = ["is_on", "changed_at", "change_reason", "wanted_on", "wanted_reason", "delivered"]
     fieldsets = [
@@ -24,6 +51,9 @@ class OutputAdmin(admin.ModelAdmin):
                     "http_on_body",
                     "http_off_body",
                     "http_content_type",
+                    "device_user",
+                    "device_password",
+                    "clear_device_password",
                 ]
             },
         ),

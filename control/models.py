@@ -58,6 +58,11 @@ class Output(models.Model):
     http_on_body = models.TextField("body to switch on", blank=True)
     http_off_body = models.TextField("body to switch off", blank=True)
     http_content_type = models.CharField(max_length=100, blank=True, default="application/json")
+    # The device's login, kept out of the URLs (never shown back, never in an event or the log):
+    # HTTP Basic auth (Shelly Gen1), or put {user} and {password} in a URL (Tasmota's
+    # /cm?user={user}&password={password}&cmnd=Power%20On), filled in only when the request is sent.
+    device_user = models.CharField("device user name", max_length=100, blank=True)
+    device_password = models.CharField("device password", max_length=200, blank=True)
     # MQTT
     mqtt_broker = models.CharField(
         "MQTT broker URL", max_length=300, blank=True, help_text="mqtt://user:password@host:1883 or mqtts://..."
@@ -155,8 +160,9 @@ class Output(models.Model):
         if self.transport == self.Transport.HTTP:
             url = self.http_on_url if on or not self.http_off_url else self.http_off_url
             body = self.http_on_body if on else self.http_off_body
+            login = (self.device_user, self.device_password) if self.device_password else None
             return functools.partial(
-                transports.http_request, self.http_method, url, body, self.http_content_type, timeout
+                transports.http_request, self.http_method, url, body, self.http_content_type, timeout, login
             )
         if self.transport == self.Transport.MQTT:
             payload = self.mqtt_on_payload if on else self.mqtt_off_payload

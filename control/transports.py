@@ -7,6 +7,7 @@ command superseded by a newer one for the same output is dropped instead of land
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import queue
@@ -18,7 +19,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +62,33 @@ class DeliveryError(Exception):
     """The peer did not take the command; the message says why, for the event log."""
 
 
-def http_request(method: str, url: str, body: str = "", content_type: str = "", timeout: float = 5.0) -> str:
-    """Send one request; the answer's status and start, or DeliveryError."""
+def http_request(
+    method: str,
+    url: str,
+    body: str = "",
+    content_type: str = "",
+    timeout: float = 5.0,
+    login: tuple[str, str] | None = None,
+) -> str:
+    """Send one request; the answer's status and start, or DeliveryError.
+
+    `login` (user, password) fills `{user}` and `{password}` in the URL when it has them (Tasmota),
+    else goes as HTTP Basic auth (Shelly Gen1). Errors name the URL as configured, placeholders and all.
+    """
     data = body.encode() if body else None
-    request = urllib.request.Request(url, data=data, method=method.upper())
+    sent = url
+    headers = {}
+    if login is not None:
+        user, password = login
+        if "{password}" in url or "{user}" in url:
+            sent = url.replace("{user}", quote(user, safe="")).replace("{password}", quote(password, safe=""))
+        else:
+            token = base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
+            headers["Authorization"] = f"Basic {token}"
+    try:
+        request = urllib.request.Request(sent, data=data, method=method.upper(), headers=headers)
+    except ValueError as exc:
+        raise DeliveryError(f"{redact_url(url)}: {exc}") from exc
     if data is not None:
         request.add_header("Content-Type", content_type or "application/json")
     request.add_header("User-Agent", "greenhouse-control")

@@ -22,6 +22,7 @@ class Request:
     path: str
     body: str
     content_type: str
+    authorization: str = ""
 
     def json(self) -> dict:
         return json.loads(self.body)
@@ -46,7 +47,15 @@ class RecordingServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
                 server.released.wait(30)
-                server.requests.append(Request(self.command, self.path, body, self.headers.get("Content-Type", "")))
+                server.requests.append(
+                    Request(
+                        self.command,
+                        self.path,
+                        body,
+                        self.headers.get("Content-Type", ""),
+                        self.headers.get("Authorization", ""),
+                    )
+                )
                 payload = server.answer.encode()
                 self.send_response(server.status)
                 self.send_header("Content-Length", str(len(payload)))

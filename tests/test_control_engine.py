@@ -427,3 +427,49 @@ def test_urls_are_shown_with_their_credentials_masked(url, shown):
 
     assert redact_url(url) == shown
     assert redact(f"POST {url}: connection refused") == f"POST {shown}: connection refused"
+
+
+def test_a_device_login_is_sent_to_the_plug_and_never_shown_back(engine, http_peer, bench, admin_client):
+    import base64
+
+    plug = http_peer(answer='{"POWER":"ON"}')
+    secret = "Hunter2-device-secret"
+    tasmota = Output.objects.create(
+        name="Tasmota heater",
+        http_on_url=plug.url("/cm?user={user}&password={password}&cmnd=Power%20On"),
+        device_user="admin",
+        device_password=secret,
+    )
+    shelly = Output.objects.create(
+        name="Shelly heater", http_on_url=plug.url("/relay/0?turn=on"), device_user="admin", device_password=secret
+    )
+    heater_rule(bench, tasmota)
+    heater_rule(bench, shelly, name="Second heater")
+    report(bench, "air_temperature", 0)
+    engine.step()
+    wait_until(lambda: len(plug.requests) == 2, what="both commands")
+    settle(engine)
+    by_path = {request.path.split("?")[0]: request for request in plug.requests}
+    assert by_path["/cm"].path == f"/cm?user=admin&password={secret}&cmnd=Power%20On"  # filled in when sent
+    assert by_path["/relay/0"].authorization == "Basic " + base64.b64encode(f"admin:{secret}".encode()).decode()
+    for output in (tasmota, shelly):
+        form = admin_client.get(f"/admin/control/output/{output.pk}/change/").content.decode()
+        assert secret not in form  # a password field that renders nothing back
+    assert secret not in "".join(Event.objects.values_list("detail", flat=True))
+
+
+def test_saving_an_output_without_typing_the_password_keeps_it(admin_client):
+    heater = Output.objects.create(
+        name="Heater", http_on_url="http://192.0.2.1/on", device_user="admin", device_password="keep-me"
+    )
+    page = admin_client.get(f"/admin/control/output/{heater.pk}/change/")
+    form = page.context["adminform"].form
+    data = {
+        name: field.value() if field.value() is not None else "" for name, field in ((n, form[n]) for n in form.fields)
+    }
+    data.update({"device_password": "", "clear_device_password": ""})
+    data = {key: value for key, value in data.items() if value not in (False, None)}
+    response = admin_client.post(f"/admin/control/output/{heater.pk}/change/", data)
+    assert response.status_code == 302, response.content.decode()[:3000]
+    heater.refresh_from_db()
+    assert heater.device_password == "keep-me"
