@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import smtplib
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.mail import send_mail
@@ -24,6 +24,10 @@ from .models import Event, Output, Rule
 from .transports import DeliveryError, Dispatcher, Job, Result, post_json, redact
 
 logger = logging.getLogger(__name__)
+
+# A rule whose evaluation raises (a bug, bad data) is retried after 5 s, 10 s, 20 s ... up to 5 min.
+RULE_RETRY_FIRST_SECONDS = 5.0
+RULE_RETRY_MAX_SECONDS = 300.0
 
 
 def send_email(recipients: list[str], subject: str, body: str) -> str:
@@ -39,6 +43,7 @@ class Engine:
     def __init__(self, dispatcher: Dispatcher, clock: Callable[[], datetime] = timezone.now) -> None:
         self.dispatcher = dispatcher
         self.clock = clock
+        self._broken: dict[int, tuple[int, datetime]] = {}  # rule id -> (failures in a row, next try)
 
     # --- one pass -----------------------------------------------------------------------------
     def step(self) -> None:
@@ -56,12 +61,23 @@ class Engine:
 
     def evaluate_rules(self) -> None:
         for rule in Rule.objects.filter(enabled=True).select_related("sensor", "location", "output"):
+            failures, next_try = self._broken.get(rule.pk, (0, None))
+            if next_try is not None and self.clock() < next_try:
+                continue  # backed off after failing
             try:
                 self.evaluate(rule)
             except DatabaseError:
                 raise  # the command retries the whole pass
             except Exception:  # one broken rule must not stop the others
-                logger.exception("rule %r could not be evaluated", rule.name)
+                failures += 1
+                delay = min(RULE_RETRY_MAX_SECONDS, RULE_RETRY_FIRST_SECONDS * 2 ** (failures - 1))
+                self._broken[rule.pk] = (failures, self.clock() + timedelta(seconds=delay))
+                if failures == 1:  # reported once, with the traceback; then retried ever more slowly
+                    logger.exception("rule %r could not be evaluated; retrying with back-off", rule.name)
+                continue
+            if failures:
+                del self._broken[rule.pk]
+                logger.info("rule %r evaluates again after %d failures", rule.name, failures)
 
     def evaluate(self, rule: Rule) -> None:
         """One rule: observe, decide, store the state, record the transition, act."""

@@ -473,3 +473,34 @@ def test_saving_an_output_without_typing_the_password_keeps_it(admin_client):
     assert response.status_code == 302, response.content.decode()[:3000]
     heater.refresh_from_db()
     assert heater.device_password == "keep-me"
+
+
+def test_a_rule_that_keeps_failing_is_reported_once_and_retried_with_back_off(bench, caplog, monkeypatch):
+    from datetime import timedelta
+
+    from control.transports import Dispatcher
+
+    now = [timezone.now()]
+    dispatcher = Dispatcher(backoff=0.05)
+    engine = Engine(dispatcher, clock=lambda: now[0])
+    Rule.objects.create(name="Broken", sensor=bench, metric="air_temperature", threshold=5, release=7)
+    calls = []
+
+    def broken(self, when):
+        calls.append(when)
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(Rule, "observe", broken)
+    try:
+        for _ in range(60):  # five minutes of passes every 5 s
+            engine.evaluate_rules()
+            now[0] += timedelta(seconds=5)
+        assert 4 <= len(calls) <= 7  # 5, 10, 20, 40, 80, 160 s apart: not 60 times
+        tracebacks = [r for r in caplog.records if r.exc_info]
+        assert len(tracebacks) == 1 and "Broken" in tracebacks[0].getMessage()
+        monkeypatch.undo()
+        now[0] += timedelta(minutes=10)
+        engine.evaluate_rules()
+        assert "evaluates again after" in caplog.text
+    finally:
+        dispatcher.shutdown(5)
