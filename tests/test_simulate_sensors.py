@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -12,11 +13,14 @@ import time
 
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from harness.processes import ROOT
 from sensors.ingest.protocol import Accepted, parse_line
 from sensors.ingest.simulator import make_fleet
+from sensors.models import Sensor
 from tests.conftest import manage_env
+from tests.peers import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -68,12 +72,17 @@ def test_boards_reconnect_when_the_collector_restarts(start_collector):
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     first = start_collector("--port", str(port))
-    fleet = simulate(port, "--sensors", "3", "--interval", "0.1", "--duration", "5")
-    time.sleep(1.5)
+    fleet = simulate(port, "--sensors", "3", "--interval", "0.1", "--duration", "60")
+    wait_until(lambda: Sensor.objects.count() == 3, timeout=30, what="the three boards reporting")
     assert first.stop() == 0
-    second = start_collector("--port", str(port))
+    restarted = timezone.now()
+    second = start_collector("--port", str(port), "--flush-interval", "0.3", "--open-minute-interval", "0.3")
+    # The boards retry (0.5 s, 1 s, 2 s ... backoff): wait until all three reported to the new one.
+    back = lambda: Sensor.objects.filter(last_seen__gt=restarted).count() == 3  # noqa: E731
+    wait_until(back, timeout=30, what="the three boards back")
+    fleet.send_signal(signal.SIGTERM)
     output, _ = fleet.communicate(timeout=30)
     assert second.stop() == 0
     connections, reconnects = map(int, re.search(r"\((\d+) connections, (\d+) reconnects", output).groups())
     assert connections >= 6 and reconnects >= 3, output
-    assert "connections opened 3" in second.output  # all three boards came back
+    assert "connections opened 3" in second.output  # all three boards came back (stats lines add up to 3)
