@@ -95,3 +95,21 @@ def test_check_deploy_fails_while_the_demo_user_has_the_demo_password(capsys):
     user.set_password("a long passphrase nobody knows 42")
     user.save()
     call_command("check", "--deploy", "--tag", "security", "--fail-level", "ERROR")  # no error now
+
+
+def test_device_answers_are_shown_to_staff_only_and_the_override_form_to_who_may_use_it(admin_client):
+    heater = Output.objects.create(name="Heater", http_on_url="http://192.0.2.1/on")
+    Event.objects.create(
+        kind="command",
+        output=heater,
+        message="Heater ON: cold",
+        ok=False,
+        detail="HTTP 500 relay fault: firmware 14.2.0 build 20240101 chip ESP8266EX",
+    )
+    grower = logged_in("grower3")
+    for url in ("/control/", "/control/events/"):
+        page = grower.get(url).content.decode()
+        assert "failed" in page and "firmware 14.2.0" not in page
+        assert "firmware 14.2.0" in admin_client.get(url).content.decode()
+    assert "/override" not in grower.get("/control/").content.decode()
+    assert "/override" in logged_in("member", group=True).get("/control/").content.decode()
