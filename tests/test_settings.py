@@ -61,12 +61,13 @@ def test_bad_sender_policy_is_a_system_check_error(variable, value, message):
     assert message in result.stderr
 
 
-def test_check_deploy_passes_with_the_documented_production_environment():
+def test_check_deploy_passes_with_the_documented_production_environment(tmp_path):
     result = manage(
         "check",
         "--deploy",
         "--fail-level",
         "WARNING",
+        DATABASE_URL=f"sqlite:///{tmp_path / 'fresh.sqlite3'}",  # not a checkout's demo database
         SECRET_KEY="k" * 20 + "a-long-random-production-secret-0123456789",
         DEBUG="false",
         HTTPS="true",
