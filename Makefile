@@ -7,8 +7,10 @@ TEST_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/test
 
 # PostgreSQL used by `make bench-flush` (only rows it creates are touched, then deleted).
 BENCH_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/bench
+# PostgreSQL database of `make bench-pages` (its own: re-seeding drops and re-creates it).
+BENCH_PAGES_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/bench_pages
 
-.PHONY: setup run migrate test test-sqlite test-postgres lint clean bench bench-fanin bench-storm bench-burst bench-flush
+.PHONY: setup run migrate test test-sqlite test-postgres lint clean bench bench-fanin bench-storm bench-burst bench-flush bench-pages
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -79,6 +81,12 @@ bench-burst: setup
 bench-flush: setup
 	env -u DATABASE_URL $(PY) bench/flush.py
 	DATABASE_URL=$(BENCH_POSTGRES_URL) $(PY) bench/flush.py
+
+# The pages a grower opens, through gunicorn, on a month-old database of 200 sensors: seeded once
+# (var/bench-pages.sqlite3, ~4 GB; PostgreSQL bench_pages), then reused and brought up to now.
+bench-pages: setup
+	env -u DATABASE_URL $(PY) bench/pages.py --reuse
+	DATABASE_URL=$(BENCH_PAGES_POSTGRES_URL) $(PY) bench/pages.py --reuse
 
 clean:
 	rm -rf $(VENV) var/*.sqlite3* .pytest_cache
