@@ -71,12 +71,13 @@ def test_boards_reconnect_when_the_collector_restarts(start_collector):
     with socket.socket() as probe:  # a free port both collector runs will use
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    first = start_collector("--port", str(port))
+    fast = ("--flush-interval", "0.3", "--open-minute-interval", "0.3")  # sensors registered within 0.3 s
+    first = start_collector("--port", str(port), *fast)
     fleet = simulate(port, "--sensors", "3", "--interval", "0.1", "--duration", "60")
     wait_until(lambda: Sensor.objects.count() == 3, timeout=30, what="the three boards reporting")
     assert first.stop() == 0
     restarted = timezone.now()
-    second = start_collector("--port", str(port), "--flush-interval", "0.3", "--open-minute-interval", "0.3")
+    second = start_collector("--port", str(port), *fast)
     # The boards retry (0.5 s, 1 s, 2 s ... backoff): wait until all three reported to the new one.
     back = lambda: Sensor.objects.filter(last_seen__gt=restarted).count() == 3  # noqa: E731
     wait_until(back, timeout=30, what="the three boards back")
