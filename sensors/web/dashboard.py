@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 
 from django.utils import timezone
 
@@ -46,6 +47,17 @@ class ShownValue:
     derived: bool = False
 
     @property
+    def text(self) -> str:
+        """The value as shown: one decimal and the unit (formatted here, not by 2,000 template filters)."""
+        return f"{self.value:.1f} {self.unit}".rstrip()
+
+    @property
+    def change_text(self) -> str:
+        if self.change is None:
+            return ""
+        return f"{self.trend} over the last hour ({self.change:+.1f} {self.unit})".rstrip()
+
+    @property
     def trend(self) -> str:
         """rising, falling or steady over the last hour ("" when unknown)."""
         if self.change is None:
@@ -71,7 +83,11 @@ class SensorCard:
         return None if self.online else self.sensor.last_seen
 
     def value(self, name: str) -> ShownValue | None:
-        return next((value for value in self.values if value.metric == name), None)
+        return self._by_metric.get(name)
+
+    @cached_property
+    def _by_metric(self) -> dict[str, ShownValue]:
+        return {value.metric: value for value in self.values}
 
 
 @dataclass
@@ -85,7 +101,7 @@ class LocationCard:
     def name(self) -> str:
         return self.location.name if self.location is not None else "Not placed"
 
-    @property
+    @cached_property
     def metrics(self) -> list[tuple[str, str]]:
         """(metric, label) of every value any sensor here shows, measured ones first."""
         seen: dict[str, tuple[bool, str]] = {}
@@ -94,11 +110,11 @@ class LocationCard:
                 seen.setdefault(value.metric, (value.derived, value.label))
         return [(name, label) for name, (_, label) in sorted(seen.items(), key=lambda item: (item[1][0], item[0]))]
 
-    @property
+    @cached_property
     def rows(self) -> list[tuple[SensorCard, list[ShownValue | None]]]:
         return [(card, [card.value(name) for name, _ in self.metrics]) for card in self.sensors]
 
-    @property
+    @cached_property
     def spread(self) -> list[tuple[str, str]]:
         """(label, text) per metric: how far the online sensors here disagree (max - min), given two or more."""
         cells = []
