@@ -24,7 +24,12 @@ node_modules/.installed: package.json package-lock.json
 
 setup: $(VENV)/.installed node_modules/.installed
 
-migrate: setup
+# DEBUG is off by default, so a SECRET_KEY is required: the demo gets a random one in .env (not in git).
+.env:
+	@$(PYTHON) -c "import secrets; print('SECRET_KEY=' + secrets.token_urlsafe(50))" > .env
+	@echo "Wrote a random SECRET_KEY to .env"
+
+migrate: setup .env
 	$(PY) manage.py migrate --no-input
 
 run: migrate

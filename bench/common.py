@@ -8,6 +8,7 @@ RSS sampled from /proc/PID/status. No third-party dependency.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,7 @@ class Database:
             "DATABASE_URL": url,
             "DJANGO_SETTINGS_MODULE": "greenhouse_site.settings",
             "PYTHONUNBUFFERED": "1",
+            "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_urlsafe(50),
             # Every benchmark's boards arrive from 127.0.0.1 and register at once: lift the limits
             # that fence a real LAN (docs/security.md) so they measure the pipeline, not the fence.
             "COLLECTOR_MAX_CONNECTIONS_PER_ADDRESS": "100000",

@@ -50,6 +50,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "greenhouse_site.settings")
+os.environ.setdefault("SECRET_KEY", __import__("secrets").token_urlsafe(50))  # DEBUG is off: a key is required
 os.environ.setdefault("DATABASE_URL", f"sqlite:///{ROOT / 'var' / 'bench-pages.sqlite3'}")
 
 import django  # noqa: E402

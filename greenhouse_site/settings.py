@@ -40,9 +40,18 @@ def _typed(kind: str, name: str, default):
 
 
 DEBUG = _typed("bool", "DEBUG", False)
-# A development key is only acceptable for a local demo; `manage.py check --deploy`
-# flags it, and docs/ describe setting SECRET_KEY in production.
-SECRET_KEY = env.str("SECRET_KEY", default="django-insecure-greenhouse-development-key-change-me")
+# SECRET_KEY signs sessions and messages: a known key lets anyone forge them. With DEBUG off (the
+# default) it must be set, and not to the published development key; `make run` writes a random
+# one to .env. Only DEBUG=true falls back to the development key.
+DEVELOPMENT_SECRET_KEY = "django-insecure-greenhouse-development-key-change-me"
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not DEBUG and SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
+    raise ImproperlyConfigured(
+        "SECRET_KEY is not set (or is the published development key) and DEBUG is off: set a long random "
+        "one in .env next to manage.py or in the environment, e.g. "
+        "SECRET_KEY=$(python3 -c 'import secrets; print(secrets.token_urlsafe(50))'). See docs/security.md."
+    )
+SECRET_KEY = SECRET_KEY or DEVELOPMENT_SECRET_KEY
 ALLOWED_HOSTS = _typed("list", "ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 
 # HTTPS=true when the web UI is served over TLS (e.g. behind Caddy or nginx terminating it):

@@ -77,7 +77,16 @@ def test_check_deploy_passes_with_the_documented_production_environment(tmp_path
 
 
 def test_check_deploy_flags_the_development_defaults():
-    result = manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="true")
+    result = manage("check", "--deploy", "--fail-level", "WARNING", DEBUG="true", SECRET_KEY="")
     assert result.returncode == 1
     assert "security.W009" in result.stderr  # the development SECRET_KEY
     assert "security.W018" in result.stderr  # DEBUG
+
+
+@pytest.mark.parametrize("key", ["", "django-insecure-greenhouse-development-key-change-me"])
+def test_debug_off_without_a_real_secret_key_refuses_to_start_and_says_how_to_set_one(key):
+    for command in (["check"], ["collect", "--port", "0"]):
+        result = manage(*command, DEBUG="false", SECRET_KEY=key)
+        assert result.returncode != 0
+        assert "SECRET_KEY is not set (or is the published development key)" in result.stderr
+        assert "secrets.token_urlsafe" in result.stderr
