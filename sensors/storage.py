@@ -34,6 +34,7 @@ from .models import CurrentReading, DailyReading, HourlyReading, Reading, Readin
 SUPPORTED_VENDORS = ("sqlite", "postgresql")
 ROWS_PER_STATEMENT = 500
 MERGE_COLUMNS = 7
+CURRENT_COLUMNS = 8  # CurrentReading: the merge columns and received_at
 ROLLUPS = (HourlyReading, DailyReading)
 
 
@@ -156,9 +157,9 @@ def _merge_sql(model: type[ReadingFields], source: str) -> str:
     )
 
 
-def _values_list(rows: int) -> str:
-    """SQLite: the rows are bound as a VALUES list (7 parameters a row)."""
-    return "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s)"] * rows)
+def _values_list(rows: int, columns: int = MERGE_COLUMNS) -> str:
+    """The rows bound as a VALUES list (`columns` parameters a row)."""
+    return "VALUES " + ", ".join(["(" + ", ".join(["%s"] * columns) + ")"] * rows)
 
 
 def _rolled_up(seconds: int) -> str:
@@ -173,11 +174,13 @@ def _rolled_up(seconds: int) -> str:
     )
 
 
-def merge_rows_per_statement() -> int:
+def merge_rows_per_statement(columns: int = MERGE_COLUMNS) -> int:
     """500 rows, or fewer where SQLite was built with a low bound on SQL variables (999 before 3.32)."""
+    if connection.vendor != "sqlite":
+        return ROWS_PER_STATEMENT
     connection.ensure_connection()
     limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    return max(1, min(ROWS_PER_STATEMENT, limit // MERGE_COLUMNS))
+    return max(1, min(ROWS_PER_STATEMENT, limit // columns))
 
 
 def _rows_of(
@@ -314,10 +317,9 @@ def merge_current(sensor_ids: dict, buckets: Iterable[tuple[BucketKey, Bucket]],
                 start_field.get_db_prep_value(_utc(arrived), connection),
             )
         )
-    per_statement = max(1, merge_rows_per_statement() * MERGE_COLUMNS // 8) if connection.vendor == "sqlite" else 500
     with connection.cursor() as cursor:
-        for chunk in _chunks(rows, per_statement):
-            source = "VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s)"] * len(chunk))
+        for chunk in _chunks(rows, merge_rows_per_statement(CURRENT_COLUMNS)):
+            source = _values_list(len(chunk), CURRENT_COLUMNS)
             cursor.execute(_current_merge_sql(source), [value for row in chunk for value in row])
     return len(rows)
 
@@ -357,10 +359,10 @@ def record_refused(refused: dict[str, RefusedSeen]) -> None:
         for address, seen in refused.items()
     ]
     with connection.cursor() as cursor:
-        for chunk in _chunks(rows, 100):
+        for chunk in _chunks(rows, merge_rows_per_statement(len(names))):
             cursor.execute(
                 f"INSERT INTO {table} ({mac}, {reason}, {lines}, {first}, {last}, {peer}) "
-                f"VALUES {', '.join(['(%s, %s, %s, %s, %s, %s)'] * len(chunk))} "
+                f"{_values_list(len(chunk), len(names))} "
                 f"ON CONFLICT ({mac}) DO UPDATE SET {lines} = {table}.{lines} + EXCLUDED.{lines}, "
                 f"{reason} = EXCLUDED.{reason}, {last} = EXCLUDED.{last}, {peer} = EXCLUDED.{peer}",
                 [value for row in chunk for value in row],

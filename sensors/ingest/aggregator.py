@@ -142,18 +142,13 @@ class Batch:
                 dropped += bucket.count
             else:
                 self.buckets[key] = bucket
-        for mac, seen in other.sensors.items():
-            mine_seen = self.sensors.get(mac)
-            if mine_seen is None:
-                self.sensors[mac] = seen
-            else:
-                mine_seen.merge(seen)
-        for mac, refused in other.refused.items():
-            mine_refused = self.refused.get(mac)
-            if mine_refused is None:
-                self.refused[mac] = refused
-            else:
-                mine_refused.merge(refused)
+        for mine, theirs in ((self.sensors, other.sensors), (self.refused, other.refused)):
+            for mac, entry in theirs.items():
+                known = mine.get(mac)
+                if known is None:
+                    mine[mac] = entry
+                else:
+                    known.merge(entry)
         return dropped
 
 

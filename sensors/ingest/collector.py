@@ -85,14 +85,11 @@ class KnownSensors:
     ) -> None:
         self.loader = loader
         self.register = register
-        self.max_new_per_minute = max_new_per_minute
         self.max_sensors = max_sensors
-        self.clock = clock
         self.macs: set[str] = set()
         self.loaded = False
         self._admitted: set[str] = set()  # new MACs this process let in (until the database has them)
-        self._window_start = clock()
-        self._new_in_window = 0
+        self._new_per_minute = LogLimiter(max_new_per_minute, 60.0, clock)  # the same windowed count
         self._thread = PeriodicThread("known-sensors", self.refresh, interval, on_exit)
 
     def refresh(self) -> bool:
@@ -103,8 +100,7 @@ class KnownSensors:
             return False
         self._admitted -= registered
         self.macs = registered | self._admitted
-        if not self.loaded:
-            self.loaded = True
+        self.loaded = True
         return True
 
     def admit(self, mac: str) -> str | None:
@@ -115,12 +111,8 @@ class KnownSensors:
             return Reason.UNKNOWN_SENSOR
         if len(self.macs) >= self.max_sensors:
             return Reason.TOO_MANY_SENSORS
-        now = self.clock()
-        if now - self._window_start >= 60.0:
-            self._window_start, self._new_in_window = now, 0
-        if self._new_in_window >= self.max_new_per_minute:
+        if not self._new_per_minute.allow("new sensor"):
             return Reason.TOO_MANY_NEW_SENSORS
-        self._new_in_window += 1
         self._admitted.add(mac)
         self.macs.add(mac)
         return None
