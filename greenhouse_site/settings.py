@@ -241,8 +241,18 @@ COLLECTOR_LINE_TIMEOUT = _typed("float", "COLLECTOR_LINE_TIMEOUT", 30.0)
 COLLECTOR_REUSE_PORT = _typed("bool", "COLLECTOR_REUSE_PORT", False)
 COLLECTOR_MAX_METRICS_PER_SENSOR = _typed("int", "COLLECTOR_MAX_METRICS_PER_SENSOR", 16)
 # While the database cannot be written, pending minute buckets are kept in memory up to
-# this many (~250 bytes each: 500,000 is ~125 MB); beyond it new samples are dropped and counted.
+# this many (~250 bytes each: 500,000 is ~125 MB); with the journal on, what it holds on disk
+# leaves memory long before that. Beyond it (no journal, or a journal that cannot write) new
+# samples are dropped and counted.
 COLLECTOR_MAX_PENDING_BUCKETS = _typed("int", "COLLECTOR_MAX_PENDING_BUCKETS", 500_000)
+# The journal (docs/collector.md): what the collector accepts is on local disk within
+# COLLECTOR_JOURNAL_SYNC_INTERVAL seconds (0: before the next read), kept until the database
+# has it, replayed exactly once after a crash or an outage. Up to COLLECTOR_JOURNAL_MAX_BYTES
+# on disk (1 GiB: about two weeks of a 100-board greenhouse, see docs/benchmarks.md).
+COLLECTOR_JOURNAL = _typed("bool", "COLLECTOR_JOURNAL", True)
+COLLECTOR_JOURNAL_DIR = Path(env.str("COLLECTOR_JOURNAL_DIR", default=str(BASE_DIR / "var" / "journal")))
+COLLECTOR_JOURNAL_SYNC_INTERVAL = _typed("float", "COLLECTOR_JOURNAL_SYNC_INTERVAL", 1.0)
+COLLECTOR_JOURNAL_MAX_BYTES = _typed("int", "COLLECTOR_JOURNAL_MAX_BYTES", 1 << 30)
 # Who may send: networks allowed to connect (CIDR list; empty means any) and what to do with
 # a MAC not in the database: "register" it (default) or "reject" its lines until it is added.
 COLLECTOR_ALLOWED_NETWORKS = _typed("list", "COLLECTOR_ALLOWED_NETWORKS", [])

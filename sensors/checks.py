@@ -51,6 +51,15 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
                 id="sensors.E005",
             )
         )
+    if settings.COLLECTOR_JOURNAL_SYNC_INTERVAL < 0 or settings.COLLECTOR_JOURNAL_SYNC_INTERVAL > 60:
+        errors.append(
+            Error(
+                "COLLECTOR_JOURNAL_SYNC_INTERVAL must be between 0 (fsync before every read) and 60 seconds.",
+                id="sensors.E009",
+            )
+        )
+    if settings.COLLECTOR_JOURNAL_MAX_BYTES < 1 << 20:
+        errors.append(Error("COLLECTOR_JOURNAL_MAX_BYTES must be at least 1048576 (1 MiB).", id="sensors.E011"))
     if settings.MINUTE_RETENTION_DAYS < 0:
         errors.append(
             Error(

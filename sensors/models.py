@@ -322,6 +322,29 @@ class CurrentReading(ReadingFields):
         return (now or timezone.now()) - self.received_at
 
 
+class JournalMark(models.Model):
+    """How far into one collector journal one minute is stored: the key of exactly-once writes.
+
+    "Minute `minute` holds every sample of journal `journal`'s records up to `seq`", written by
+    sensors.storage.write_batch in the transaction that merges the minute. A replay of the
+    journal (after a crash or an outage) applies only newer records, and a retried batch whose
+    mark is already here (its COMMIT went through but the answer was lost) is skipped. Marks
+    older than everything left in the journal are deleted as the collector goes.
+    """
+
+    journal = models.CharField(max_length=64)
+    minute = models.BigIntegerField(help_text="UTC epoch seconds of the minute's start")
+    seq = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["journal", "minute"], name="journal_mark_one_per_minute"),
+        ]
+
+    def __str__(self) -> str:
+        return f"journal {self.journal} minute {self.minute}: records up to {self.seq}"
+
+
 # Stored resolutions, finest first: name -> model.
 RESOLUTIONS: dict[str, type[ReadingFields]] = {
     model.RESOLUTION: model for model in (Reading, HourlyReading, DailyReading)

@@ -29,7 +29,16 @@ from django.db import DatabaseError, connection, transaction
 
 from .ingest.aggregator import Batch, Bucket, BucketKey, coarsen
 from .ingest.aggregator import RefusedSensor as RefusedSeen
-from .models import CurrentReading, DailyReading, HourlyReading, Reading, ReadingFields, RefusedSensor, Sensor
+from .models import (
+    CurrentReading,
+    DailyReading,
+    HourlyReading,
+    JournalMark,
+    Reading,
+    ReadingFields,
+    RefusedSensor,
+    Sensor,
+)
 
 SUPPORTED_VENDORS = ("sqlite", "postgresql")
 ROWS_PER_STATEMENT = 500
@@ -52,11 +61,15 @@ def write_batch(batch: Batch) -> int:
     """Store `batch` atomically; return the number of minute rows written (rollup rows not counted).
 
     On a database error the connection is closed so the next attempt reconnects,
-    and the error propagates: the writer keeps the batch and retries.
+    and the error propagates: the writer keeps the batch and retries. A batch from a
+    journal moves that journal's marks on in the same transaction, and the minutes
+    whose mark already reaches the batch (stored by an earlier attempt) are left out.
     """
     try:
         with transaction.atomic():
             record_refused(batch.refused)
+            if batch.journal is not None and batch.marks:
+                batch = _unstored_part(batch)
             if not batch.sensors:
                 return 0
             sensor_ids = upsert_sensors(batch)
@@ -70,6 +83,41 @@ def write_batch(batch: Batch) -> int:
                 sensor_ids, batch.buckets.items(), {mac: seen.last_seen for mac, seen in batch.sensors.items()}
             )
             return written
+    except DatabaseError:
+        connection.close()
+        raise
+
+
+def _unstored_part(batch: Batch) -> Batch:
+    """The batch without the minutes its journal marks say are stored; the marks moved on to the batch's."""
+    journal = batch.journal
+    stored = dict(
+        JournalMark.objects.filter(journal=journal, minute__in=list(batch.marks)).values_list("minute", "seq")
+    )
+    done = {minute for minute, seq in batch.marks.items() if stored.get(minute, 0) >= seq}
+    marks = [JournalMark(journal=journal, minute=minute, seq=seq) for minute, seq in batch.marks.items()]
+    JournalMark.objects.bulk_create(
+        [mark for mark in marks if mark.minute not in done],
+        batch_size=ROWS_PER_STATEMENT,
+        update_conflicts=True,
+        unique_fields=["journal", "minute"],
+        update_fields=["seq"],
+    )
+    if batch.keep_marks_from:
+        JournalMark.objects.filter(journal=journal, minute__lt=batch.keep_marks_from).delete()
+    if not done:
+        return batch
+    kept = Batch(journal=journal, seq=batch.seq, complete=batch.complete, refused={})
+    kept.buckets = {key: bucket for key, bucket in batch.buckets.items() if key[2] not in done}
+    kept.sensors = batch.sensors if kept.buckets else {}
+    kept.marks = {minute: seq for minute, seq in batch.marks.items() if minute not in done}
+    return kept
+
+
+def journal_marks(journal: str) -> dict[int, int]:
+    """minute -> seq: how far into `journal` each minute is stored (for a replay)."""
+    try:
+        return dict(JournalMark.objects.filter(journal=journal).values_list("minute", "seq"))
     except DatabaseError:
         connection.close()
         raise

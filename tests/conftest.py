@@ -6,6 +6,7 @@ import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -79,6 +80,15 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # --- login throttling -----------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's collectors keep their journal in the test's own directory (inherited through
+    the environment), so no test replays what another left behind."""
+    path = tmp_path / "journal"
+    monkeypatch.setenv("COLLECTOR_JOURNAL_DIR", str(path))
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _login_throttling(request: pytest.FixtureRequest) -> Iterator[None]:
     """django-axes off, except in tests marked login_throttling: Django's test client logs in

@@ -98,9 +98,23 @@ class RefusedSensor:
 
 @dataclass(slots=True)
 class Batch:
+    """Buckets to merge into the database, and with a journal, how far into it they reach.
+
+    `marks` maps each minute to the newest journal record whose samples of that minute are all
+    in this batch or stored before it: the database keeps it as that minute's mark, in the same
+    transaction (see journal.py). `seq` is the newest record the batch reaches; `complete`:
+    nothing else was held when it was drained, so once it is stored every record up to `seq`
+    is in the database.
+    """
+
     buckets: dict[BucketKey, Bucket] = field(default_factory=dict)
     sensors: dict[str, SensorSeen] = field(default_factory=dict)
     refused: dict[str, RefusedSensor] = field(default_factory=dict)
+    journal: str | None = None
+    seq: int = 0
+    marks: dict[int, int] = field(default_factory=dict)
+    complete: bool = False
+    keep_marks_from: int = 0  # the writer's hint: marks of minutes before this may be deleted
 
     def __bool__(self) -> bool:
         return bool(self.sensors) or bool(self.refused)
@@ -134,6 +148,12 @@ class Batch:
         returns the number of samples dropped (0 when everything fitted).
         """
         dropped = 0
+        self.seq = max(self.seq, other.seq)
+        for minute, seq in other.marks.items():
+            if self.marks.get(minute, 0) < seq:
+                self.marks[minute] = seq
+        self.complete = other.complete  # batches merge in the order they were drained
+        self.journal = self.journal or other.journal
         for key, bucket in other.buckets.items():
             mine = self.buckets.get(key)
             if mine is not None:
@@ -212,8 +232,17 @@ class Aggregator:
             self._minute, self._batch, self._trios = minute, batch, {}
         return self._batch
 
-    def add(self, mac: str, values: tuple[tuple[str, float], ...], timestamp: float, peer: str) -> int:
-        """Add one line's values; return how many were refused as too many metrics."""
+    def add(
+        self,
+        mac: str,
+        values: tuple[tuple[str, float], ...],
+        timestamp: float,
+        peer: str,
+        accepted: list[tuple[str, float]] | None = None,
+    ) -> int:
+        """Add one line's values; return how many were refused as too many metrics.
+
+        `accepted`, if given, gets the values that were added (what the journal records)."""
         minute = minute_start(timestamp)
         known = self._metrics.get(mac)
         if known is None:
@@ -229,6 +258,8 @@ class Aggregator:
                     continue
                 known.add(metric)
             batch.add(mac, metric, minute, value)
+            if accepted is not None:
+                accepted.append((metric, value))
         if refused < len(values):
             batch.seen(mac, timestamp, peer)
         return refused
@@ -345,10 +376,12 @@ class Aggregator:
     def _take(self, minutes: list[int]) -> Batch:
         self._minute, self._batch, self._trios = None, None, {}
         if not minutes:
-            return Batch()
+            return Batch(complete=not self._minutes)
         batch = self._minutes.pop(minutes[0])
         for minute in minutes[1:]:
             batch.merge(self._minutes.pop(minute))
+        batch.marks = dict.fromkeys(minutes, 0)  # the collector fills in the journal's seq
+        batch.complete = not self._minutes
         return batch
 
     @property

@@ -17,10 +17,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .aggregator import Aggregator, Batch, RefusedSensor, minute_start
+from .journal import RAW, SAMPLES, Journal
 from .listener import LineListener, Network
 from .periodic import PeriodicThread
 from .protocol import Reason, Rejected, parse_firmware_block, parse_firmware_line, parse_line
 from .ratelimit import LogLimiter
+from .replay import encode_samples
 from .writer import Writer
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,7 @@ class CollectorConfig:
     coalesce_seconds: float = COALESCE_SECONDS
     # Below supervisor's stopwaitsecs (20) and above the SQLite busy timeout (5).
     shutdown_write_seconds: float = 12.0
+    journal_sync_interval: float = 1.0  # what arrived is on disk within this (0: before the next read)
 
 
 def _format_counts(counts: Counter[str]) -> str:
@@ -145,11 +148,14 @@ class Collector:
         clock: Callable[[], float] = time.time,
         known_sensors: KnownSensors | None = None,
         side_jobs: Sequence[SideJob] = (),
+        journal: Journal | None = None,
     ) -> None:
         """`clock` stamps samples (wall time, UTC epoch seconds); `side_jobs` are threads that live
-        as long as the collector (e.g. the retention purge)."""
+        as long as the collector (e.g. the retention purge); `journal` keeps what was accepted on disk
+        until the database has it (the writer must have been given the same one)."""
         self.config = config
         self.writer = writer
+        self.journal = journal
         self.known_sensors = known_sensors  # None: every MAC is registered, without limits
         self.side_jobs: list[SideJob] = [*([known_sensors] if known_sensors is not None else []), *side_jobs]
         self.clock = clock
@@ -180,11 +186,14 @@ class Collector:
         self._next_open_flush = 0.0
         self._next_stats = 0.0
         self._next_idle_sweep = 0.0
+        self._next_cut = 0.0
 
     # --- lifecycle -----------------------------------------------------------
     def start(self) -> tuple[str, int]:
         """Bind (raises listener.BindError) and start the writer; return the bound address."""
         address = self.listener.bind()
+        if self.journal is not None:
+            self.journal.start()
         self.writer.start()
         for job in self.side_jobs:
             job.start()
@@ -193,6 +202,7 @@ class Collector:
         self._next_open_flush = now + self.config.open_minute_interval
         self._next_stats = now + self.config.stats_interval
         self._next_idle_sweep = now + self._sweep_interval()
+        self._next_cut = now + self.config.journal_sync_interval
         self._stats_time = now
         self._last_stats = self._stats_snapshot()
         return address
@@ -225,7 +235,12 @@ class Collector:
                 self.listener.close_all()
             finally:
                 self.flush()
-                lost = self.writer.finish(self.config.shutdown_write_seconds)
+                deadline = time.monotonic() + self.config.shutdown_write_seconds
+                if self.journal is not None:
+                    self.journal.sync(min(2.0, self.config.shutdown_write_seconds))
+                lost = self.writer.finish(max(0.5, deadline - time.monotonic()))
+                if self.journal is not None:
+                    self.journal.stop()
                 for job in self.side_jobs:
                     job.stop()
         self.report_stats()
@@ -236,6 +251,9 @@ class Collector:
         if self.listener.poll(timeout) and not self.listener.saturated and self.config.coalesce_seconds:
             time.sleep(self.config.coalesce_seconds)
         now = time.monotonic()
+        if self.journal is not None and now >= self._next_cut:
+            self._next_cut = now + self.config.journal_sync_interval
+            self.journal.cut()
         if now >= self._next_open_flush:
             self._next_open_flush = now + self.config.open_minute_interval
             self._next_flush = now + self.config.flush_interval
@@ -270,6 +288,8 @@ class Collector:
             ):
                 self.lines += 1
                 self.samples += 3
+                if self.journal is not None:
+                    self.journal.entries.append((timestamp, peer, block, RAW))
                 return
             self.handle_lines(peer, [block[:-1]], timestamp)
             return
@@ -281,6 +301,8 @@ class Collector:
         ):
             self.lines += len(columns[0])
             self.samples += 3 * len(columns[0])
+            if self.journal is not None:
+                self.journal.entries.append((timestamp, peer, block, RAW))
             return
         lines = block.split(b"\n")
         lines.pop()  # the empty tail after the last "\n"
@@ -289,6 +311,7 @@ class Collector:
     def handle_lines(self, peer: str, lines: list[bytes], timestamp: float) -> None:
         """Parse and aggregate complete lines one by one (what `handle_block` falls back to)."""
         aggregator = self.aggregator
+        journal = self.journal
         for raw in lines:
             parsed = parse_line(raw)
             if parsed is None:
@@ -303,8 +326,11 @@ class Collector:
                     self._reject_line(peer, raw, Rejected(reason))
                     continue
             self.lines += 1
-            refused = aggregator.add(parsed.mac, parsed.values, timestamp, peer)
+            accepted: list[tuple[str, float]] | None = [] if journal is not None else None
+            refused = aggregator.add(parsed.mac, parsed.values, timestamp, peer, accepted)
             self.samples += len(parsed.values) - refused
+            if accepted and journal is not None:
+                journal.entries.append((timestamp, peer, encode_samples(parsed.mac, accepted), SAMPLES))
             if parsed.dropped:
                 self.rejected_fields.update(parsed.dropped)
             if refused:
@@ -315,7 +341,7 @@ class Collector:
 
     def flush(self) -> None:
         """Hand every minute held, the open one included, to the writer (cheap: a swap)."""
-        self.writer.submit(self._take_refused(self.aggregator.drain()))
+        self.writer.submit(self._stamp(self._take_refused(self.aggregator.drain())))
 
     def flush_closed(self) -> None:
         """Hand the minutes that have ended to the writer; the open minute stays in memory.
@@ -324,7 +350,7 @@ class Collector:
         10,000 boards), so it is written every `open_minute_interval` only, while a minute that
         has ended is written within `flush_interval` and then never again.
         """
-        self.writer.submit(self._take_refused(self.aggregator.drain_closed(minute_start(self.clock()))))
+        self.writer.submit(self._stamp(self._take_refused(self.aggregator.drain_closed(minute_start(self.clock())))))
 
     def report_stats(self) -> None:
         """Log one line about the last interval: connections, rates, rejections, writes."""
@@ -338,7 +364,7 @@ class Collector:
             "stats: %d connections open, %.1f lines/s, %.1f samples/s, rejected lines: %s; "
             "rejected fields: %s; rows written: %d; buckets pending: %d; dropped over the pending bound: %d; "
             "connections opened %d, closed idle %d, closed slow lines %d, refused %d (network %d), "
-            "refused per address %d, accept errors %d",
+            "refused per address %d, accept errors %d%s",
             self.listener.connection_count,
             (current["lines"] - previous["lines"]) / elapsed,
             (current["samples"] - previous["samples"]) / elapsed,
@@ -354,6 +380,16 @@ class Collector:
             listener["refused_network"],
             listener["refused_per_address"],
             listener["accept_errors"],
+            self._journal_stats(),
+        )
+
+    def _journal_stats(self) -> str:
+        journal = self.journal
+        if journal is None:
+            return ""
+        return (
+            f"; journal: {journal.bytes_written} bytes written, {journal.dropped_records} records not journaled, "
+            f"{self.writer.forgotten_samples} samples left to it during outages"
         )
 
     def rejected_line_totals(self) -> Counter[str]:
@@ -389,6 +425,13 @@ class Collector:
             known.last, known.peer, known.reason = timestamp, peer, reason
         elif len(self._refused) < MAX_REFUSED_PER_FLUSH:
             self._refused[mac] = RefusedSensor(reason, 1, timestamp, timestamp, peer)
+
+    def _stamp(self, batch: Batch) -> Batch:
+        """Cut the journal's record here: the batch holds its minutes' samples of every record up to it."""
+        if self.journal is not None:
+            batch.journal, batch.seq = self.journal.id, self.journal.cut()
+            batch.marks = dict.fromkeys(batch.marks, batch.seq)
+        return batch
 
     def _take_refused(self, batch: Batch) -> Batch:
         """Hand the refused MACs noted since the last flush to the writer with `batch`."""

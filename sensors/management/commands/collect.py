@@ -15,7 +15,9 @@ from django.db import DatabaseError, connection, connections
 
 from greenhouse_site.startup import raise_file_limit, require_migrated
 from sensors import storage
+from sensors.ingest import replay
 from sensors.ingest.collector import Collector, CollectorConfig, KnownSensors
+from sensors.ingest.journal import Journal, JournalError, remove_directory
 from sensors.ingest.listener import BindError
 from sensors.ingest.writer import Writer
 from sensors.retention import RetentionThread
@@ -112,12 +114,16 @@ class Command(BaseCommand):
             max_metrics_per_sensor=settings.COLLECTOR_MAX_METRICS_PER_SENSOR,
             allowed_networks=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.COLLECTOR_ALLOWED_NETWORKS],
             reuse_port=options["reuse_port"],
+            journal_sync_interval=settings.COLLECTOR_JOURNAL_SYNC_INTERVAL,
         )
+        journal = self.open_journal()
         # Each thread that uses the database opens its own connection and closes it as it ends
         # (connections.close_all closes the calling thread's): the writer, the known-sensors refresh
         # and the retention purge. The main thread only reads sockets.
         writer = Writer(
             storage.write_batch,
+            journal=journal,
+            load_marks=storage.journal_marks,
             on_exit=connections.close_all,
             max_pending_buckets=settings.COLLECTOR_MAX_PENDING_BUCKETS,
             outage_errors=(DatabaseError,),
@@ -137,7 +143,9 @@ class Command(BaseCommand):
         if options["test_clock_start"] is not None:
             clock = offset_clock(options["test_clock_start"])
             logger.warning("testing clock: samples are stamped from %s on", options["test_clock_start"])
-        collector = Collector(config, writer, clock=clock, known_sensors=known, side_jobs=[retention])
+        collector = Collector(config, writer, clock=clock, known_sensors=known, side_jobs=[retention], journal=journal)
+        if journal is not None:
+            self.replay_earlier_run(writer, journal)
         try:  # the metric limit counts what is stored, so a restart does not start it over
             collector.aggregator.seed_metrics(storage.stored_metrics())
         except DatabaseError as exc:
@@ -156,11 +164,14 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         logger.info(
             "collector listening on %s:%d (ended minutes written within %gs, the open minute every %gs, "
-            "database %s, unknown sensors: %s, networks: %s%s)",
+            "%s, database %s, unknown sensors: %s, networks: %s%s)",
             host,
             port,
             config.flush_interval,
             config.open_minute_interval,
+            f"journal {journal.directory} synced every {config.journal_sync_interval:g}s"
+            if journal is not None
+            else "no journal",
             vendor,
             settings.COLLECTOR_UNKNOWN_SENSORS,
             ", ".join(settings.COLLECTOR_ALLOWED_NETWORKS) or "any",
@@ -170,9 +181,56 @@ class Command(BaseCommand):
             collector.run()
         finally:  # even after an unexpected error, write what is held before exiting
             lost = collector.shutdown()
+        if writer.behind and journal is not None:
+            logger.warning(
+                "the database does not have everything yet: the journal %s keeps it and the next start writes it",
+                journal.directory,
+            )
         if lost:
             raise CommandError(
                 "stopped with samples not written to the database"
                 + (f": {lost} samples lost" if lost > 0 else " (a write was still under way)")
             )
         logger.info("collector stopped cleanly")
+
+    def open_journal(self) -> Journal | None:
+        """This process's journal, after replaying the journals of collectors that died; None if off or unusable."""
+        if not settings.COLLECTOR_JOURNAL:
+            logger.warning("COLLECTOR_JOURNAL is off: a crash loses what is not written to the database yet")
+            return None
+        options = {"max_bytes": settings.COLLECTOR_JOURNAL_MAX_BYTES}
+        try:
+            journal, others = Journal.open(settings.COLLECTOR_JOURNAL_DIR, **options)
+        except JournalError as exc:
+            logger.error("%s: running without a journal (what is not written yet is only in memory)", exc)
+            return None
+        for other in others:
+            self.replay_other(other)
+        return journal
+
+    def replay_other(self, other: Journal) -> None:
+        """Write what a collector that died left in its journal, then delete it (kept if the database is away)."""
+        try:
+            marks = storage.journal_marks(other.id)
+            count = 0
+            for batch in replay.batches(other.records(), other.id, marks, replay.Bounds(through=other.last_seq)):
+                storage.write_batch(batch)
+                count += 1
+        except DatabaseError as exc:
+            logger.warning("cannot replay the journal %s yet (%s); leaving it for the next start", other.directory, exc)
+            other.stop()
+            return
+        other.stop()
+        remove_directory(other.directory)
+        logger.info("replayed %d batches from the journal %s left by an earlier collector", count, other.directory)
+
+    def replay_earlier_run(self, writer: Writer, journal: Journal) -> None:
+        """Before listening: write what this journal holds that the database does not (a crash, an outage)."""
+        if not journal.last_seq:
+            return
+        writer.replay_journal(journal.last_seq)
+        logger.info("journal %s: replaying records up to %d before listening", journal.directory, journal.last_seq)
+        while writer.catching_up and not writer.last_failed:
+            writer.write_pending()
+        if writer.catching_up:
+            logger.warning("journal %s: the database is not available; the replay goes on when it is back", journal.id)
