@@ -12,11 +12,14 @@ import threading
 import time
 
 import pytest
+from django.db import connection
 
 from sensors.models import Reading
-from tests.conftest import a_minute_ago
+from tests.conftest import a_minute_ago, database_url, manage_env
+from tests.peers import wait_until
 from tests.seed import assert_rollups_match_minutes
-from tests.test_collect_command import connect
+from tests.test_collect_command import CLOCK, FAST, MINUTE, Expected, connect, exported, firmware_lines
+from tests.test_database_trouble import database_locked
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -98,3 +101,94 @@ def test_sigkill_at_random_moments_loses_at_most_about_the_sync_interval_and_nev
     print(f"sent {sent}, at risk {at_risk}, stored {stored}: about {lost_seconds:.2f} s of lines lost per kill")
     assert "replaying records" in collector.output
     assert_rollups_match_minutes()
+
+
+@pytest.mark.parametrize("how", ["sigkill", "sigterm"])
+def test_a_collector_stopped_during_an_outage_writes_everything_once_after_the_restart(start_collector, how):
+    """SQLite locked by another process (PostgreSQL: the readings table locked), then the collector
+    killed or stopped; with the database back, the restart replays the journal before it listens."""
+    collector = start_collector(*FAST, *CLOCK, env=manage_env(SQLITE_BUSY_TIMEOUT="0.5"))
+    expected = Expected()
+    with connect(collector.port) as sock:
+        sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:01", 3, seed=1, expected=expected)))
+        wait_until(lambda: exported() == expected.rows(MINUTE), timeout=10, what="the first write")
+        with database_locked():
+            for round_ in range(6):
+                sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:01", 3, seed=10 + round_, expected=expected)))
+                time.sleep(0.5)
+            time.sleep(SYNC + MARGIN)  # on the journal's disk by now
+            if how == "sigkill":
+                collector.process.kill()
+            else:
+                collector.process.terminate()
+            collector.process.wait(30)
+            collector.assert_no_traceback()
+    if connection.vendor == "sqlite":  # SQLite fails the writes (PostgreSQL waits for the lock)
+        assert "samples left to the journal until the database is back" in collector.output
+    if how == "sigterm":
+        assert collector.process.returncode == 0, collector.output
+        assert "the journal" in collector.output and "next start writes it" in collector.output
+    second = start_collector(*FAST, *CLOCK)
+    assert exported() == expected.rows(MINUTE)  # written before it listened
+    assert "replaying records" in second.output
+    assert second.stop() == 0
+    assert exported() == expected.rows(MINUTE)  # and once only
+    assert_rollups_match_minutes()
+
+
+@pytest.mark.postgres
+def test_a_collector_killed_while_postgresql_is_cut_off_writes_everything_once_after_the_restart(start_collector):
+    from tests.tcp_proxy import TcpProxy
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs DATABASE_URL to name PostgreSQL")
+    settings_dict = connection.settings_dict
+    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))).start()
+    try:
+        url = database_url().replace(f":{settings_dict['PORT'] or 5432}/", f":{proxy.port}/")
+        collector = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
+        expected = Expected()
+        with connect(collector.port) as sock:
+            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:02", 3, seed=1, expected=expected)))
+            wait_until(lambda: exported() == expected.rows(MINUTE), timeout=10, what="the first write")
+            proxy.cut()
+            for round_ in range(6):
+                sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:02", 3, seed=10 + round_, expected=expected)))
+                time.sleep(0.5)
+            time.sleep(SYNC + MARGIN)
+            collector.process.kill()
+            collector.process.wait(10)
+        proxy.restore()
+        second = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
+        assert exported() == expected.rows(MINUTE)
+        assert second.stop() == 0
+        assert exported() == expected.rows(MINUTE)
+    finally:
+        proxy.close()
+
+
+def test_a_torn_last_record_is_cut_with_one_log_line_and_the_records_before_it_replayed(start_collector, journal_dir):
+    collector = start_collector(*STATS, *CLOCK)
+    expected = Expected()
+    with connect(collector.port) as sock:
+        sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:03", 5, seed=3, expected=expected)))
+        time.sleep(SYNC + MARGIN)
+        collector.process.kill()
+        collector.process.wait(10)
+    (segment,) = sorted(journal_dir.glob("*/*.seg"))[-1:]
+    with open(segment, "ab") as file:  # the power went while the next record was being written
+        file.write(b"GHJ1\x07\x00\x00\x00\x00\x00\x00\x00\xff\x00")
+    second = start_collector(*STATS, *CLOCK)
+    assert exported() == expected.rows(MINUTE)
+    assert second.output.count("cut a torn or damaged record") == 1
+    assert second.stop() == 0
+
+
+def test_an_unusable_journal_directory_is_a_logged_error_and_ingest_goes_on(start_collector):
+    collector = start_collector(*FAST, *CLOCK, env=manage_env(COLLECTOR_JOURNAL_DIR="/dev/null/journal"))
+    expected = Expected()
+    with connect(collector.port) as sock:
+        sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:04", 4, seed=4, expected=expected)))
+        wait_until(lambda: exported() == expected.rows(MINUTE), timeout=10, what="the write")
+    assert "running without a journal" in collector.output
+    assert collector.stop() == 0

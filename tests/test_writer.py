@@ -105,3 +105,98 @@ def test_an_outage_is_logged_in_one_line_and_a_bug_with_its_traceback(caplog):
     outage, bug = [r for r in caplog.records if "cannot write" in r.getMessage()]
     assert "Outage: database is locked" in outage.getMessage() and outage.exc_info is None
     assert bug.exc_info is not None and isinstance(bug.exc_info[1], KeyError)
+
+
+# --- with a journal: exactly once on the real database ---------------------------------------
+MAC = "5c:cf:7f:0a:1b:2c"
+MINUTE = 1_764_000_000
+
+
+def journaled_batch(
+    journal, soils: list[int], at: float = MINUTE + 1.0, complete: bool = True, on_disk: bool = True
+) -> Batch:
+    """A drained batch of firmware lines as the collector makes it: journaled, cut, stamped
+    (and, `on_disk`, written by the journal thread)."""
+    from sensors.ingest.journal import RAW
+
+    batch = Batch()
+    for soil in soils:
+        journal.entries.append((at, "192.0.2.7", f"Soil: {soil}; temp: 20; hum: 50; from {MAC}\n".encode(), RAW))
+        for metric, value in (("soil_moisture", soil), ("air_temperature", 20.0), ("humidity", 50.0)):
+            batch.add(MAC, metric, int(at // 60) * 60, float(value))
+        batch.seen(MAC, at, "192.0.2.7")
+    batch.journal, batch.seq = journal.id, journal.cut()
+    batch.marks, batch.complete = {int(at // 60) * 60: batch.seq}, complete
+    if on_disk:
+        journal.write_records([journal._queue.get()])  # the journal thread's step
+    return batch
+
+
+def stored_soil() -> tuple[int, float]:
+    from sensors.models import Reading
+
+    rows = Reading.objects.filter(metric="soil_moisture").values_list("samples", "value_sum")
+    return sum(r[0] for r in rows), sum(r[1] for r in rows)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("on_disk", [False, True], ids=["retried-from-memory", "replayed-from-the-journal"])
+def test_a_commit_whose_answer_is_lost_is_not_counted_twice_on_retry(tmp_path, on_disk):
+    """The COMMIT reaches the database but the connection breaks before the answer (a real risk on
+    PostgreSQL): the writer retries the batch (or, once the journal has it on disk, replays it),
+    and the journal mark stored with the minute skips what was committed."""
+    from django.db import OperationalError
+
+    from sensors import storage
+    from sensors.ingest.journal import Journal
+
+    journal, _ = Journal.open(tmp_path)
+    answers_lost = [True]
+
+    def store(batch: Batch) -> int:
+        rows = storage.write_batch(batch)  # committed ...
+        if answers_lost.pop() if answers_lost else False:
+            raise OperationalError("server closed the connection unexpectedly")  # ... answer lost
+        return rows
+
+    writer = Writer(store, journal=journal, load_marks=storage.journal_marks, outage_errors=(OperationalError,))
+    writer.submit(journaled_batch(journal, [600, 601], on_disk=on_disk))
+    assert writer.write_pending() is False
+    assert writer.catching_up is on_disk
+    writer.submit(journaled_batch(journal, [602], on_disk=on_disk))  # while the first is retried: not merged
+    while not writer.write_pending():
+        pass
+    assert stored_soil() == (3, 1803.0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_outage_leaves_the_batches_to_the_journal_and_they_are_written_once_when_it_is_back(tmp_path, caplog):
+    from django.db import OperationalError
+
+    from sensors import storage
+    from sensors.ingest.journal import Journal
+
+    journal, _ = Journal.open(tmp_path)
+    database_up = False
+
+    def store(batch: Batch) -> int:
+        if not database_up:
+            raise OperationalError("database is locked")
+        return storage.write_batch(batch)
+
+    writer = Writer(store, journal=journal, load_marks=storage.journal_marks, outage_errors=(OperationalError,))
+    writer.submit(journaled_batch(journal, [600, 601], complete=False))
+    assert writer.write_pending() is False
+    assert writer.pending_buckets == 0 and writer.catching_up  # memory forgot it: the journal has it
+    for minute in range(1, 4):  # later minutes arrive during the outage: left to the journal too
+        writer.submit(journaled_batch(journal, [700 + minute], at=MINUTE + 60 * minute + 1.0))
+        assert writer.write_pending() is False
+        assert writer.pending_buckets == 0
+    assert "samples left to the journal until the database is back" in caplog.text
+    database_up = True
+    while not writer.write_pending():
+        pass
+    assert stored_soil() == (5, 600 + 601 + 701 + 702 + 703)
+    writer.submit(journaled_batch(journal, [800], at=MINUTE + 241.0))  # live again, after the replay
+    assert writer.write_pending() is True
+    assert stored_soil() == (6, 600 + 601 + 701 + 702 + 703 + 800)

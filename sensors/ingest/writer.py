@@ -65,6 +65,7 @@ class Writer:
         self._replay: Iterator[Batch] | None = None
         self._replay_batch: Batch | None = None
         self._last_failed = False
+        self._newest_submitted = 0
         self._finishing = threading.Event()
         self._finish_deadline = 0.0
         self._thread: threading.Thread | None = None
@@ -72,6 +73,7 @@ class Writer:
     # --- called from the ingest thread ----------------------------------------
     def submit(self, batch: Batch) -> None:
         if batch:
+            self._newest_submitted = max(self._newest_submitted, batch.seq)
             self._queue.put(batch)
 
     def start(self) -> None:
@@ -89,6 +91,9 @@ class Writer:
         if self._thread is not None:
             self._thread.join(timeout + 1.0)
             if self._thread.is_alive():
+                if self.journal is not None and self._left_to_journal():
+                    logger.warning("writer did not finish within %.1f s; the journal holds its batches", timeout)
+                    return 0
                 logger.error("writer did not finish within %.1f s", timeout)
                 return -1
         self._take_queued(block=None)
@@ -96,6 +101,11 @@ class Writer:
         if self.journal is not None:
             left = [batch for batch in left if not self.journal.covers(batch.seq)]
         return sum(batch.sample_count for batch in left)
+
+    def _left_to_journal(self) -> bool:
+        """Is everything not yet stored on the journal's disk? (Read while the thread is stuck in a write.)"""
+        assert self.journal is not None
+        return self.journal.covers(self._newest_submitted)  # every batch's records, up to the last one
 
     def replay_journal(self, through: int) -> None:
         """Replay the journal's records up to `through` (those of an earlier run) before anything newer."""
@@ -126,8 +136,8 @@ class Writer:
         self._last_failed = False
         self._take_queued(block=None)
         if self._catch_up is not None:
-            if self._attempted or self._bound_reached():
-                self._leave_to_journal()
+            if self._attempted or self.failed_attempts or self._bound_reached():
+                self._leave_to_journal()  # in an outage (or near the bound) newer batches wait on disk too
             if not self._catch_up_step():
                 return False
         return self._store_pending()
