@@ -68,7 +68,7 @@ def run(boards: int, duration: float, env: dict[str, str]) -> dict:
 
 
 def bytes_per_day(duration: float) -> None:
-    for boards in (10, 1000):
+    for boards in (10, 100, 1000):
         result = run(boards, duration, MODES["on"])
         per_day = result["bytes"] / result["window"] * 86400
         print(

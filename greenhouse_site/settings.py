@@ -253,6 +253,9 @@ COLLECTOR_JOURNAL = _typed("bool", "COLLECTOR_JOURNAL", True)
 COLLECTOR_JOURNAL_DIR = Path(env.str("COLLECTOR_JOURNAL_DIR", default=str(BASE_DIR / "var" / "journal")))
 COLLECTOR_JOURNAL_SYNC_INTERVAL = _typed("float", "COLLECTOR_JOURNAL_SYNC_INTERVAL", 1.0)
 COLLECTOR_JOURNAL_MAX_BYTES = _typed("int", "COLLECTOR_JOURNAL_MAX_BYTES", 1 << 30)
+# A replay writes at most about this many minute buckets per transaction (smaller: SQLite's
+# write lock is held for shorter spells while a long outage is caught up).
+COLLECTOR_JOURNAL_REPLAY_BUCKETS = _typed("int", "COLLECTOR_JOURNAL_REPLAY_BUCKETS", 50_000)
 # Who may send: networks allowed to connect (CIDR list; empty means any) and what to do with
 # a MAC not in the database: "register" it (default) or "reject" its lines until it is added.
 COLLECTOR_ALLOWED_NETWORKS = _typed("list", "COLLECTOR_ALLOWED_NETWORKS", [])

@@ -27,7 +27,12 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
     ):
         if getattr(settings, name) <= 0:
             errors.append(Error(f"{name} must be a positive number of seconds.", id="sensors.E002"))
-    for name in ("COLLECTOR_MAX_CONNECTIONS", "COLLECTOR_MAX_METRICS_PER_SENSOR", "COLLECTOR_MAX_PENDING_BUCKETS"):
+    for name in (
+        "COLLECTOR_MAX_CONNECTIONS",
+        "COLLECTOR_MAX_METRICS_PER_SENSOR",
+        "COLLECTOR_MAX_PENDING_BUCKETS",
+        "COLLECTOR_JOURNAL_REPLAY_BUCKETS",
+    ):
         if getattr(settings, name) < 1:
             errors.append(Error(f"{name} must be at least 1.", id="sensors.E003"))
     for name in ("COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE", "COLLECTOR_MAX_SENSORS"):

@@ -18,6 +18,7 @@ samples = samples + EXCLUDED.samples`` does on both SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -39,6 +40,8 @@ from .models import (
     RefusedSensor,
     Sensor,
 )
+
+logger = logging.getLogger(__name__)
 
 SUPPORTED_VENDORS = ("sqlite", "postgresql")
 ROWS_PER_STATEMENT = 500
@@ -107,6 +110,12 @@ def _unstored_part(batch: Batch) -> Batch:
         JournalMark.objects.filter(journal=journal, minute__lt=batch.keep_marks_from).delete()
     if not done:
         return batch
+    logger.warning(
+        "journal %s: %d minutes of this batch were stored by an earlier attempt (a COMMIT whose answer was "
+        "lost); writing only the rest",
+        journal,
+        len(done),
+    )
     kept = Batch(journal=journal, seq=batch.seq, complete=batch.complete, refused={})
     kept.buckets = {key: bucket for key, bucket in batch.buckets.items() if key[2] not in done}
     kept.sensors = batch.sensors if kept.buckets else {}

@@ -17,6 +17,14 @@ class TcpProxy:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+        self._clients: set[socket.socket] = set()
+        self._cut_after: bytes | None = None
+        self.cuts_after = 0  # connections cut by `cut_after_sending`
+
+    def cut_after_sending(self, marker: bytes) -> None:
+        """Once: forward the client's bytes holding `marker` to the server, then cut that connection
+        before the answer comes back (e.g. a COMMIT the server carries out but whose reply is lost)."""
+        self._cut_after = marker
 
     def start(self) -> TcpProxy:
         self._listen()
@@ -58,6 +66,7 @@ class TcpProxy:
             if item is None:
                 continue
             self._pairs.pop(item, None)
+            self._clients.discard(item)
             try:
                 self._selector.unregister(item)
             except (KeyError, ValueError):
@@ -79,6 +88,7 @@ class TcpProxy:
                         for sock in (client, upstream):
                             sock.setblocking(True)
                         self._pairs[client], self._pairs[upstream] = upstream, client
+                        self._clients.add(client)
                         self._selector.register(client, selectors.EVENT_READ, "data")
                         self._selector.register(upstream, selectors.EVENT_READ, "data")
                     elif key.fileobj in self._pairs:
@@ -91,6 +101,11 @@ class TcpProxy:
                             try:
                                 self._pairs[sock].sendall(data)
                             except OSError:
+                                self._drop(sock)
+                                continue
+                            if self._cut_after is not None and sock in self._clients and self._cut_after in data:
+                                self._cut_after = None
+                                self.cuts_after += 1
                                 self._drop(sock)
                         else:
                             self._drop(sock)

@@ -8,6 +8,7 @@ sync interval (1 s).
 from __future__ import annotations
 
 import random
+import re
 import threading
 import time
 
@@ -192,3 +193,131 @@ def test_an_unusable_journal_directory_is_a_logged_error_and_ingest_goes_on(star
         wait_until(lambda: exported() == expected.rows(MINUTE), timeout=10, what="the write")
     assert "running without a journal" in collector.output
     assert collector.stop() == 0
+
+
+# --- a kill during the replay ------------------------------------------------------------------
+def journal_of_hours(journal_dir, sensors: int, minutes: int) -> dict[tuple[str, str, int], list[int]]:
+    """A journal left by a collector that never reached the database: `minutes` minutes of
+    `sensors` boards (two lines a minute each), ending an hour ago. Returns the samples by
+    (mac, metric, minute start)."""
+    from sensors.ingest.journal import RAW, Journal, Record
+
+    journal, _ = Journal.open(journal_dir)
+    first = (time.time() // 60) * 60 - 3600 - 60 * minutes
+    samples: dict[tuple[str, str, int], list[int]] = {}
+    records = []
+    rng = random.Random(5)
+    for index in range(minutes):
+        minute = int(first + 60 * index)
+        entries = []
+        for board in range(sensors):
+            mac = f"5c:cf:7f:00:30:{board:02x}"
+            block = b""
+            for _ in range(2):
+                soil, temp, hum = rng.randint(200, 900), rng.randint(5, 35), rng.randint(30, 90)
+                block += f"Soil: {soil}; temp: {temp}; hum: {hum}; from {mac}\n".encode()
+                for metric, value in (("soil_moisture", soil), ("air_temperature", temp), ("humidity", hum)):
+                    samples.setdefault((mac, metric, minute), []).append(value)
+            entries.append((minute + 1.0 + board / 100, "192.0.2.9", block, RAW))
+        records.append(Record(index + 1, entries))
+    journal.write_records(records)
+    journal.stop()
+    return samples
+
+
+def stored_minutes() -> dict[tuple[str, str, int], tuple[int, float, float, float]]:
+    rows = Reading.objects.values_list(
+        "sensor__mac", "metric", "start", "samples", "value_sum", "value_min", "value_max"
+    )
+    return {
+        (mac, metric, int(start.timestamp())): (n, total, low, high) for mac, metric, start, n, total, low, high in rows
+    }
+
+
+def test_a_kill_during_the_replay_then_a_restart_stores_everything_once(start_collector, journal_dir):
+    samples = journal_of_hours(journal_dir, sensors=20, minutes=300)
+    expected = {key: (len(v), float(sum(v)), float(min(v)), float(max(v))) for key, v in samples.items()}
+    replay_env = manage_env(COLLECTOR_JOURNAL_REPLAY_BUCKETS="2000")  # 18,000 buckets: 9 transactions
+    first = CollectorStarting(replay_env)
+    wait_until(lambda: Reading.objects.exists(), timeout=30, what="the replay's first transaction")
+    first.process.kill()
+    first.process.wait(10)
+    partial = stored_minutes()
+    assert 0 < len(partial) < len(expected)  # killed in the middle of the replay
+    second = start_collector(*STATS, env=replay_env)
+    assert stored_minutes() == expected  # replayed before it listened: the rest, and only the rest
+    assert second.stop() == 0
+    assert_rollups_match_minutes()
+
+
+class CollectorStarting:
+    """`manage.py collect` started without waiting for it to listen (it may be killed before)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import subprocess
+        import sys
+
+        from harness.processes import ROOT
+
+        self.process = subprocess.Popen(
+            [sys.executable, "manage.py", "collect", "--host", "127.0.0.1", "--port", "0", *STATS],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+
+# --- a COMMIT whose answer is lost ----------------------------------------------------------------
+@pytest.mark.postgres
+def test_a_commit_cut_off_by_the_proxy_before_its_answer_is_not_counted_twice(start_collector):
+    from tests.tcp_proxy import TcpProxy
+
+    if connection.vendor != "postgresql":
+        pytest.skip("needs DATABASE_URL to name PostgreSQL")
+    settings_dict = connection.settings_dict
+    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))).start()
+    try:
+        url = database_url().replace(f":{settings_dict['PORT'] or 5432}/", f":{proxy.port}/")
+        collector = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
+        expected = Expected()
+        proxy.cut_after_sending(b"Q\x00\x00\x00\x0bCOMMIT\x00")  # psycopg's COMMIT, as a simple query
+        with connect(collector.port) as sock:
+            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:05", 4, seed=5, expected=expected)))
+            wait_until(lambda: proxy.cuts_after == 1, timeout=10, what="the cut after COMMIT")
+            wait_until(lambda: exported() == expected.rows(MINUTE), timeout=15, what="the retried write")
+            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:05", 2, seed=6, expected=expected)))
+            wait_until(lambda: exported() == expected.rows(MINUTE), timeout=15, what="the next write")
+        assert collector.stop() == 0
+        assert exported() == expected.rows(MINUTE)
+        # The COMMIT had gone through: the retry from memory, or the replay, skipped what it stored.
+        skipped = [
+            int(n) for n in re.findall(r"(\d+) entries skipped as the database already had them", collector.output)
+        ]
+        assert "were stored by an earlier attempt" in collector.output or max(skipped, default=0) > 0
+    finally:
+        proxy.close()
+
+
+# --- a journal that fills up ------------------------------------------------------------------------
+def test_a_journal_that_fills_up_during_an_outage_counts_and_logs_the_drop_and_keeps_going(start_collector):
+    env = manage_env(SQLITE_BUSY_TIMEOUT="0.5", COLLECTOR_JOURNAL_MAX_BYTES=str(1 << 20))
+    collector = start_collector(*FAST, *CLOCK, env=env)
+    expected = Expected()
+    rng = random.Random(7)
+    with connect(collector.port) as sock, database_locked():
+        for _ in range(40):  # ~2 MB of journal: random values compress poorly
+            lines = []
+            for _ in range(4000):
+                mac = f"5c:cf:7f:00:40:{rng.randrange(8):02x}"
+                soil, temp, hum = rng.randint(0, 1000), rng.randint(-20, 45), rng.randint(0, 100)
+                lines.append(f"Soil: {soil}; temp: {temp}; hum: {hum}; from {mac}\n".encode())
+                expected.add(mac, soil_moisture=soil, air_temperature=temp, humidity=hum)
+            sock.sendall(b"".join(lines))
+            time.sleep(0.3)
+        wait_until(lambda: "the journal is full" in collector.output, timeout=10, what="the journal filling up")
+    wait_until(lambda: exported() == expected.rows(MINUTE), timeout=30, what="the write after the outage")
+    assert collector.stop() == 0
+    assert "records not journaled" in collector.output
+    not_journaled = [int(m) for m in re.findall(r"(\d+) records not journaled", collector.output)]
+    assert max(not_journaled) > 0  # counted in the stats line

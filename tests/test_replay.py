@@ -39,8 +39,10 @@ def test_everything_is_replayed_when_the_database_has_no_mark():
 
 
 def test_records_at_or_below_a_minutes_mark_are_skipped():
-    replayed = list(batches(RECORDS, "j", {MINUTE: 1, MINUTE + 60: 4}, Bounds(through=4)))
+    bounds = Bounds(through=4)
+    replayed = list(batches(RECORDS, "j", {MINUTE: 1, MINUTE + 60: 4}, bounds))
     assert soil_counts(replayed) == {MINUTE: 2}
+    assert bounds.already_stored == 3  # entries, counted for the log
 
 
 def test_a_minute_is_replayed_only_up_to_its_bound_the_rest_is_in_memory():

@@ -331,6 +331,7 @@ class Journal:
             self._thread.join(timeout)
             ended = not self._thread.is_alive()
         if ended:
+            self._delete_committed()  # after a clean stop the database has it all: nothing to replay
             self._close_file()
             if self._lock_fd is not None:
                 os.close(self._lock_fd)

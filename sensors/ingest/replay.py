@@ -27,6 +27,7 @@ class Bounds:
 
     through: int = 0
     minutes: dict[int, int] = field(default_factory=dict)
+    already_stored: int = 0  # entries a replay skipped because the database's marks say it has them
 
     def limit(self, minute: int) -> int:
         return max(self.through, self.minutes.get(minute, 0))
@@ -89,7 +90,10 @@ def batches(
     for record in records:
         for timestamp, peer, data, kind in record.entries:
             minute = minute_start(timestamp)
-            if not marks.get(minute, 0) < record.seq <= bounds.limit(minute):
+            if record.seq > bounds.limit(minute):
+                continue  # still in memory: written from there
+            if record.seq <= marks.get(minute, 0):
+                bounds.already_stored += 1
                 continue
             try:
                 lines = list(entry_values(data, kind))

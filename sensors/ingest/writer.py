@@ -40,6 +40,7 @@ class Writer:
         retry_max: float = 30.0,
         max_pending_buckets: int | None = None,
         outage_errors: tuple[type[Exception], ...] = (),
+        replay_buckets: int = replay.MAX_REPLAY_BUCKETS,
     ) -> None:
         """`outage_errors` are what `store` raises when the database is away or busy (DatabaseError):
         logged in one line, as an expected condition; anything else is a bug and logged with its traceback.
@@ -47,6 +48,7 @@ class Writer:
         self.store = store
         self.journal = journal
         self.load_marks = load_marks
+        self.replay_buckets = replay_buckets  # one replayed batch (one transaction) holds about this many
         self.outage_errors = outage_errors
         self.on_exit = on_exit
         self.retry_initial = retry_initial
@@ -174,14 +176,16 @@ class Writer:
             if self._replay is None:
                 marks = self.load_marks(self.journal.id) if self.load_marks is not None else {}
                 records = self.journal.records(after=self.journal.committed_through)
-                self._replay = replay.batches(records, self.journal.id, marks, self._catch_up)
+                self._replay = replay.batches(records, self.journal.id, marks, self._catch_up, self.replay_buckets)
             if self._replay_batch is None:
                 self._replay_batch = next(self._replay, None)
             if self._replay_batch is None:
                 logger.info(
-                    "journal %s: replay done (%d batches written from the journal)",
+                    "journal %s: replay done (%d batches written from the journal so far; %d entries skipped "
+                    "as the database already had them)",
                     self.journal.id,
                     self.replayed_batches,
+                    self._catch_up.already_stored,
                 )
                 if self._catch_up.through:
                     self.journal.committed(self._catch_up.through)  # an earlier run's records: all stored now

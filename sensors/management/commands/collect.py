@@ -127,6 +127,7 @@ class Command(BaseCommand):
             on_exit=connections.close_all,
             max_pending_buckets=settings.COLLECTOR_MAX_PENDING_BUCKETS,
             outage_errors=(DatabaseError,),
+            replay_buckets=settings.COLLECTOR_JOURNAL_REPLAY_BUCKETS,
         )
         # Which MACs may report: registered sensors, and new ones within the registration limits
         # (or none in reject mode). Refreshed from the database every 10 s in a thread of its own.
@@ -213,7 +214,10 @@ class Command(BaseCommand):
         try:
             marks = storage.journal_marks(other.id)
             count = 0
-            for batch in replay.batches(other.records(), other.id, marks, replay.Bounds(through=other.last_seq)):
+            bounds = replay.Bounds(through=other.last_seq)
+            for batch in replay.batches(
+                other.records(), other.id, marks, bounds, settings.COLLECTOR_JOURNAL_REPLAY_BUCKETS
+            ):
                 storage.write_batch(batch)
                 count += 1
         except DatabaseError as exc:
