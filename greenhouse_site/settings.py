@@ -248,7 +248,7 @@ COLLECTOR_MAX_PENDING_BUCKETS = _typed("int", "COLLECTOR_MAX_PENDING_BUCKETS", 5
 # The journal (docs/collector.md): what the collector accepts is on local disk within
 # COLLECTOR_JOURNAL_SYNC_INTERVAL seconds (0: before the next read), kept until the database
 # has it, replayed exactly once after a crash or an outage. Up to COLLECTOR_JOURNAL_MAX_BYTES
-# on disk (1 GiB: about two weeks of a 100-board greenhouse, see docs/benchmarks.md).
+# on disk (1 GiB: about 12 days of a 100-board greenhouse, see docs/benchmarks.md).
 COLLECTOR_JOURNAL = _typed("bool", "COLLECTOR_JOURNAL", True)
 COLLECTOR_JOURNAL_DIR = Path(env.str("COLLECTOR_JOURNAL_DIR", default=str(BASE_DIR / "var" / "journal")))
 COLLECTOR_JOURNAL_SYNC_INTERVAL = _typed("float", "COLLECTOR_JOURNAL_SYNC_INTERVAL", 1.0)
