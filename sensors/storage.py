@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 from itertools import islice
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection, models, transaction
 
 from .ingest.aggregator import Batch, Bucket, BucketKey, coarsen
 from .ingest.aggregator import RefusedSensor as RefusedSeen
@@ -121,6 +121,15 @@ def _unstored_part(batch: Batch) -> Batch:
     kept.sensors = batch.sensors if kept.buckets else {}
     kept.marks = {minute: seq for minute, seq in batch.marks.items() if minute not in done}
     return kept
+
+
+def newest_journal_mark(journal: str) -> int:
+    """The highest record number the database holds a mark of, for `journal` (0: none)."""
+    try:
+        return JournalMark.objects.filter(journal=journal).aggregate(models.Max("seq"))["seq__max"] or 0
+    except DatabaseError:
+        connection.close()
+        raise
 
 
 def journal_marks(journal: str) -> dict[int, int]:

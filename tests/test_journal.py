@@ -144,3 +144,25 @@ def test_journal_thread_writes_what_is_cut_within_the_sync(tmp_path):
     assert journal.synced_through == seq and journal.covers(seq)
     assert journal.stop()
     assert os.path.getsize(journal._segments[-1].path) > 0
+
+
+def test_record_numbers_never_start_over_once_committed_segments_are_deleted(tmp_path):
+    """The database's marks name record numbers: a restarted journal that numbered from 1 again
+    would make its new records look stored already (they would be skipped: lost)."""
+    journal, _ = Journal.open(tmp_path)
+    journal.write_records([record(1), record(2)])
+    journal.last_seq = 2
+    journal.committed(2)
+    journal.stop()  # a clean stop: every segment is deleted
+    assert list(journal.directory.glob("*.seg")) == []
+    again, _ = Journal.open(tmp_path)
+    assert again.id == journal.id and not again.has_records
+    again.entries.append((1_764_000_100.0, "192.0.2.7", LINE, RAW))
+    assert again.cut() == 3
+
+
+def test_numbering_moves_past_the_newest_mark_the_database_has(tmp_path):
+    journal, _ = Journal.open(tmp_path)
+    journal.advance_past(41)
+    journal.entries.append((1_764_000_100.0, "192.0.2.7", LINE, RAW))
+    assert journal.cut() == 42

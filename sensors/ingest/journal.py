@@ -51,6 +51,7 @@ PEER = struct.Struct("<H")
 MAX_RECORD_BYTES = 256 * 1024 * 1024
 SEGMENT_SUFFIX = ".seg"
 LOCK_NAME = "lock"
+SEQ_NAME = "seq"  # the newest seq ever written, kept when its segment is deleted: numbers never restart
 
 Entry = tuple[float, str, bytes, int]  # (timestamp, peer, data, kind), as the ingest thread appends it
 
@@ -224,7 +225,17 @@ class Journal:
         return free[0], free[1:]
 
     def load(self) -> None:
-        """Index the segments on disk, cutting a torn tail; set `last_seq` after the newest record."""
+        """Index the segments on disk, cutting a torn tail; set `last_seq` after the newest record.
+
+        Record numbers never start over in one journal: the database's marks name them, and a
+        number used again would make a new record look stored already.
+        """
+        try:
+            self.last_seq = int((self.directory / SEQ_NAME).read_text().strip() or 0)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:
+            logger.error("journal %s: cannot read its %s file (%s)", self.id, SEQ_NAME, exc)
         for path in sorted(self.directory.glob("*" + SEGMENT_SUFFIX)):
             try:
                 first = int(path.stem)
@@ -257,6 +268,12 @@ class Journal:
         self._synced_through = self.last_seq
 
     # --- the ingest thread ---------------------------------------------------------
+    def advance_past(self, seq: int) -> None:
+        """Number new records after `seq` (the newest mark the database has for this journal)."""
+        if seq > self.last_seq:
+            logger.warning("journal %s: the database has marks up to record %d; numbering on from there", self.id, seq)
+            self.last_seq = self._synced_through = seq
+
     def cut(self) -> int:
         """Close the record being filled (if any) and queue it for the disk; return the newest seq."""
         if self.entries:
@@ -269,6 +286,11 @@ class Journal:
     @property
     def synced_through(self) -> int:
         return self._synced_through
+
+    @property
+    def has_records(self) -> bool:
+        """Are there records on disk (an earlier run's, until the database has them)?"""
+        return bool(self._segments)
 
     @property
     def committed_through(self) -> int:
@@ -489,12 +511,31 @@ class Journal:
             doomed = [s for s in self._segments if s.last_seq and s.last_seq <= committed]
         if not doomed:
             return
+        try:
+            self._save_seq(max(self.last_seq, max(segment.last_seq for segment in doomed)))
+        except OSError as exc:
+            logger.error("journal %s: cannot save its record number (%s); keeping its segments", self.id, exc)
+            return
         if self._segments and doomed[-1] is self._segments[-1]:
             self._close_file()
         for segment in doomed:
             _unlink(segment.path)
         with self._lock:
             self._segments = [s for s in self._segments if s not in doomed]
+
+    def _save_seq(self, seq: int) -> None:
+        """Keep the newest record number on disk (atomically) before the segment holding it goes."""
+        temporary = self.directory / (SEQ_NAME + ".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
+        try:
+            os.write(fd, f"{seq}\n".encode())
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temporary, self.directory / SEQ_NAME)
+        if self.fsync:
+            _fsync_directory(self.directory)
 
     def _close_file(self) -> None:
         if self._file is not None:

@@ -207,6 +207,10 @@ class Command(BaseCommand):
             return None
         for other in others:
             self.replay_other(other)
+        try:  # belt and braces: record numbers must stay above every mark the database has
+            journal.advance_past(storage.newest_journal_mark(journal.id))
+        except DatabaseError as exc:
+            logger.warning("cannot read the journal marks yet (%s)", exc)
         return journal
 
     def replay_other(self, other: Journal) -> None:
@@ -230,7 +234,7 @@ class Command(BaseCommand):
 
     def replay_earlier_run(self, writer: Writer, journal: Journal) -> None:
         """Before listening: write what this journal holds that the database does not (a crash, an outage)."""
-        if not journal.last_seq:
+        if not journal.has_records:
             return
         writer.replay_journal(journal.last_seq)
         logger.info("journal %s: replaying records up to %d before listening", journal.directory, journal.last_seq)
