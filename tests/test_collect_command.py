@@ -313,8 +313,12 @@ def test_port_in_use_is_a_readable_error():
 def test_sigkill_loses_at_most_the_last_flush_interval_and_a_restart_never_double_counts(start_collector):
     from sensors.models import Reading
 
-    # The bound under test is the open minute's write interval: both set to 0.5 s.
-    collector = start_collector("--flush-interval", "0.5", "--open-minute-interval", "0.5", "--stats-interval", "3600")
+    # Without the journal (COLLECTOR_JOURNAL=off; with it, test_collect_journal.py) the bound under
+    # test is the open minute's write interval: both set to 0.5 s.
+    no_journal = manage_env(COLLECTOR_JOURNAL="off")
+    collector = start_collector(
+        "--flush-interval", "0.5", "--open-minute-interval", "0.5", "--stats-interval", "3600", env=no_journal
+    )
     line = b"Soil: 600; from 5c:cf:7f:00:00:aa\n"
     sent_at: list[float] = []
     with connect(collector.port) as sock:
@@ -332,7 +336,7 @@ def test_sigkill_loses_at_most_the_last_flush_interval_and_a_restart_never_doubl
     at_risk = sum(1 for moment in sent_at if moment > killed - 1.0)
     assert len(sent_at) - at_risk <= stored <= len(sent_at)
 
-    second = start_collector(*FAST)
+    second = start_collector(*FAST, env=no_journal)
     with connect(second.port) as sock:
         sock.sendall(line * 25)
         time.sleep(0.3)
