@@ -38,7 +38,18 @@ class OutputForm(forms.ModelForm):
 class OutputAdmin(admin.ModelAdmin):
     form = OutputForm
     list_display = ["name", "transport", "state_label", "changed_at", "change_reason", "delivered", "override_until"]
-    readonly_fields = ["is_on", "changed_at", "change_reason", "wanted_on", "wanted_reason", "delivered"]
+    readonly_fields = [
+        "is_on",
+        "changed_at",
+        "change_reason",
+        "wanted_on",
+        "wanted_reason",
+        "delivered",
+        "confirmed_on",
+        "confirmed_at",
+        "unconfirmed_since",
+        "last_error",
+    ]
     fieldsets = [
         (None, {"fields": ["name", "transport"]}),
         (
@@ -51,6 +62,7 @@ class OutputAdmin(admin.ModelAdmin):
                     "http_on_body",
                     "http_off_body",
                     "http_content_type",
+                    "http_status_url",
                     "device_user",
                     "device_password",
                     "clear_device_password",
@@ -61,7 +73,7 @@ class OutputAdmin(admin.ModelAdmin):
             "MQTT (Tasmota: topic cmnd/<device>/POWER, payloads ON/OFF)",
             {"fields": ["mqtt_broker", "mqtt_topic", "mqtt_on_payload", "mqtt_off_payload", "mqtt_retain"]},
         ),
-        ("Safety", {"fields": ["safe_on", "min_on", "min_off"]}),
+        ("Safety", {"fields": ["safe_on", "min_on", "min_off", "keep_alive"]}),
         ("State (set by the control process)", {"fields": readonly_fields}),
     ]
 

@@ -11,7 +11,7 @@ from django.core.checks import Error, register
 @register()
 def control_settings_check(app_configs, **kwargs) -> list[Error]:
     errors = []
-    for name in ("CONTROL_INTERVAL", "CONTROL_COMMAND_TIMEOUT"):
+    for name in ("CONTROL_INTERVAL", "CONTROL_COMMAND_TIMEOUT", "CONTROL_RETRY_MAX", "CONTROL_UNCONFIRMED_ALERT"):
         if getattr(settings, name) <= 0:
             errors.append(Error(f"{name} must be a positive number of seconds.", id="control.E001"))
     if not 1 <= settings.CONTROL_COMMAND_ATTEMPTS <= 10:

@@ -20,6 +20,7 @@ from django.db import models
 from django.utils import timezone
 
 from sensors.metrics import canonical
+from sensors.metrics import metric as registry_metric
 from sensors.models import Location, Placement, Reading, Sensor
 
 from . import rules, transports
@@ -78,6 +79,19 @@ class Output(models.Model):
         help_text="Where the output goes when the data its rule needs is too old or too sparse: "
         "off for a heater or pump, on (open) for a vent.",
     )
+    http_status_url = models.CharField(
+        "URL that reports the state",
+        max_length=500,
+        blank=True,
+        help_text="Read after each command to confirm it, when the command's own answer does not say the state "
+        "(Shelly Gen2: http://plug/rpc/Switch.GetStatus?id=0). Tasmota and Shelly Gen1 answers say it already.",
+    )
+    keep_alive = models.DurationField(
+        "keep-alive",
+        default=timedelta(minutes=5),
+        help_text="Send the commanded state again this often, so a plug that rebooted into its power-on default "
+        "is corrected (00:00:00: never).",
+    )
     min_on = models.DurationField("minimum on time", default=timedelta(0), help_text="e.g. 00:05:00")
     min_off = models.DurationField("minimum off time", default=timedelta(0), help_text="e.g. 00:05:00")
     # State (written by the control process and the override form only)
@@ -91,6 +105,12 @@ class Output(models.Model):
     override_until = models.DateTimeField(null=True, editable=False)  # ... holds until then
     override_by = models.CharField(max_length=150, blank=True, editable=False)
     delivered = models.BooleanField(null=True, editable=False)  # last command taken by the device?
+    # What the device confirmed (a 2xx answer, and the state it reports where it reports one):
+    confirmed_on = models.BooleanField("confirmed on", null=True, editable=False)
+    confirmed_at = models.DateTimeField(null=True, editable=False)
+    unconfirmed_since = models.DateTimeField(null=True, editable=False)  # commanded, not confirmed since then
+    unconfirmed_alerted = models.BooleanField(default=False, editable=False)  # the grower was told
+    last_error = models.CharField(max_length=500, blank=True, editable=False)
 
     class Meta:
         ordering = ["name"]
@@ -123,7 +143,12 @@ class Output(models.Model):
                 errors["mqtt_topic"] = "An MQTT output needs the topic, like cmnd/heater/POWER."
             elif any(c in self.mqtt_topic for c in "#+"):
                 errors["mqtt_topic"] = "Publish to one topic: no # or + wildcards."
-        for name in ("min_on", "min_off"):
+        if self.http_status_url:
+            try:
+                _validate_url(self.http_status_url, ("http", "https"), "http://192.168.1.50/rpc/Switch.GetStatus?id=0")
+            except ValidationError as exc:
+                errors["http_status_url"] = exc.messages[0]
+        for name in ("min_on", "min_off", "keep_alive"):
             if getattr(self, name) is not None and getattr(self, name) < timedelta(0):
                 errors[name] = "Must not be negative."
         if errors:
@@ -132,6 +157,11 @@ class Output(models.Model):
     @property
     def state_label(self) -> str:
         return {True: "on", False: "off", None: "unknown"}[self.is_on]
+
+    @property
+    def confirmed(self) -> bool:
+        """Has the device confirmed the commanded state (since it was last commanded)?"""
+        return self.is_on is not None and self.unconfirmed_since is None and self.confirmed_on == self.is_on
 
     def overridden(self, now: datetime | None = None) -> bool:
         return self.override_until is not None and (now or timezone.now()) < self.override_until
@@ -162,7 +192,15 @@ class Output(models.Model):
             body = self.http_on_body if on else self.http_off_body
             login = (self.device_user, self.device_password) if self.device_password else None
             return functools.partial(
-                transports.http_request, self.http_method, url, body, self.http_content_type, timeout, login
+                transports.switch_over_http,
+                self.http_method,
+                url,
+                body,
+                self.http_content_type,
+                timeout,
+                login,
+                self.http_status_url,
+                on,
             )
         if self.transport == self.Transport.MQTT:
             payload = self.mqtt_on_payload if on else self.mqtt_off_payload
@@ -270,6 +308,15 @@ class Rule(models.Model):
                 errors["metric"] = "Which metric, e.g. air_temperature."
             else:  # what a board may send for it ("temp") names the stored metric
                 self.metric = canonical(self.metric.strip().lower())
+                if self.location_id is not None:
+                    raw = [str(sensor) for sensor in self.uncalibrated_sensors()]
+                    if raw:
+                        entry = registry_metric(self.metric)
+                        errors["location"] = (
+                            f"{entry.label} of the sensors placed in {self.location} would mix calibrated values "
+                            f"({entry.calibrated_unit}) with raw ones ({entry.unit}) from {', '.join(raw)}. "
+                            "Calibrate those sensors in the admin, or watch one sensor."
+                        )
             if self.threshold is None:
                 errors["threshold"] = "A threshold rule needs its threshold."
             if self.release is None:
@@ -369,6 +416,26 @@ class Rule(models.Model):
         fields = ["phase", "phase_since", "last_notified", "suppressed", "last_value", "last_age", "last_samples"]
         self.save(update_fields=[*fields, "evaluated_at"])
 
+    def placed_sensors(self, now: datetime | None = None) -> list[Sensor]:
+        now = now or timezone.now()
+        return list(
+            Sensor.objects.filter(
+                pk__in=Placement.objects.filter(location=self.location, start__lte=now, end__isnull=True).values(
+                    "sensor"
+                )
+            )
+        )
+
+    def uncalibrated_sensors(self) -> list[Sensor]:
+        """For a metric whose calibration changes its unit (soil: raw -> %): the placed sensors without
+        one while others have one (their mean would mix units); empty when all or none are calibrated."""
+        entry = registry_metric(self.metric)
+        if self.location_id is None or entry.calibrated_unit == entry.unit:
+            return []
+        placed = self.placed_sensors()
+        raw = [sensor for sensor in placed if not sensor.is_calibrated(self.metric)]
+        return raw if len(raw) < len(placed) else []
+
     def observe(self, now: datetime) -> rules.Observation:
         """What the data says now, calibrated; a location is the mean of the sensors placed there."""
         if self.kind == "offline":
@@ -377,9 +444,10 @@ class Rule(models.Model):
             return rules.Observation(value=None, age=age)
         if self.sensor_id is not None:
             return sensor_observation(self.sensor, self.metric, now, self.max_age)
-        placed = Sensor.objects.filter(
-            pk__in=Placement.objects.filter(location=self.location, start__lte=now, end__isnull=True).values("sensor")
-        )
+        placed = self.placed_sensors(now)
+        if registry_metric(self.metric).calibrated_unit != registry_metric(self.metric).unit:
+            calibrated = [sensor for sensor in placed if sensor.is_calibrated(self.metric)]
+            placed = calibrated or placed  # never a mean of % and raw: only the calibrated ones count
         seen = [sensor_observation(sensor, self.metric, now, self.max_age) for sensor in placed]
         limit = self.max_age.total_seconds()
         usable = [o for o in seen if o.value is not None and o.age <= limit]

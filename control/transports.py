@@ -104,6 +104,54 @@ def http_request(
         raise DeliveryError(redact(f"{redact_url(url)}: {reason}")) from exc
 
 
+def reported_state(answer: str) -> bool | None:
+    """The on/off state a device's answer reports, or None where it reports none.
+
+    Tasmota: ``{"POWER":"ON"}`` (or POWER1, POWER2, ...); Shelly Gen1 ``/relay/0``: ``{"ison": true}``;
+    Shelly Gen2 ``Switch.GetStatus``: ``{"output": true}`` (``Switch.Set`` answers only ``was_on``, the state
+    before: no report). `answer` is what `http_request` returns ("HTTP 200 {...}") or a bare body.
+    """
+    body = answer.split(" ", 2)[2] if answer.startswith("HTTP ") and answer.count(" ") >= 2 else answer
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict):
+        return None
+    for key in ("POWER", "POWER1"):
+        value = data.get(key)
+        if isinstance(value, str) and value.upper() in ("ON", "OFF"):
+            return value.upper() == "ON"
+    for key in ("ison", "output"):
+        if isinstance(data.get(key), bool):
+            return data[key]
+    return None
+
+
+class NotConfirmed(DeliveryError):
+    """The device took the request but reports the other state."""
+
+
+def switch_over_http(
+    method: str,
+    url: str,
+    body: str,
+    content_type: str,
+    timeout: float,
+    login: tuple[str, str] | None,
+    status_url: str,
+    on: bool | None = None,
+) -> str:
+    """Send the command; where the answer (or `status_url`, read next) reports a state, it must be `on`."""
+    answer = http_request(method, url, body, content_type, timeout, login)
+    if status_url:
+        answer = http_request("GET", status_url, "", "", timeout, login)
+    state = reported_state(answer)
+    if on is not None and state is not None and state != on:
+        raise NotConfirmed(f"the device reports {'ON' if state else 'OFF'}: {answer}")
+    return answer
+
+
 def post_json(url: str, payload: dict, timeout: float = 5.0) -> str:
     """A webhook: the payload as a JSON POST."""
     return http_request("POST", url, json.dumps(payload), "application/json", timeout)

@@ -287,6 +287,11 @@ CONTROL_INTERVAL = _typed("float", "CONTROL_INTERVAL", 5.0)
 # a failed one is retried this many times in all (1 s, 2 s, 4 s ... apart).
 CONTROL_COMMAND_TIMEOUT = _typed("float", "CONTROL_COMMAND_TIMEOUT", 5.0)
 CONTROL_COMMAND_ATTEMPTS = _typed("int", "CONTROL_COMMAND_ATTEMPTS", 3)
+# A command the device has not confirmed is sent again, after 5 s, 10 s, 20 s ... at most this
+# many seconds apart, until it is confirmed or superseded; the grower is told once it has been
+# unconfirmed for CONTROL_UNCONFIRMED_ALERT seconds (and again when it is confirmed).
+CONTROL_RETRY_MAX = _typed("float", "CONTROL_RETRY_MAX", 30.0)
+CONTROL_UNCONFIRMED_ALERT = _typed("float", "CONTROL_UNCONFIRMED_ALERT", 60.0)
 # Where notifications go unless a rule names its own recipients.
 CONTROL_NOTIFY_EMAILS = _typed("list", "CONTROL_NOTIFY_EMAILS", [])
 CONTROL_NOTIFY_WEBHOOK = env.str("CONTROL_NOTIFY_WEBHOOK", default="")

@@ -28,15 +28,37 @@ class Request:
         return json.loads(self.body)
 
 
-class RecordingServer:
-    """HTTP on 127.0.0.1:<free port>; answers `status` to every request and keeps them in order.
+def switched_to(path: str, body: str) -> bool | None:
+    """The state a request asks a plug for: Shelly's turn=on/off, Tasmota's Power On/Off, a JSON "on"."""
+    text = (path + " " + body).lower().replace("%20", " ").replace("+", " ")
+    for on, words in (
+        (True, ("turn=on", "power on", "power=on", "on=true", '"on": true', '"on":true')),
+        (False, ("turn=off", "power off", "power=off", "on=false", '"on": false', '"on":false')),
+    ):
+        if any(word in text for word in words):
+            return on
+    return None
 
-    With `hold=True` each request waits until `release()` (a device that never answers).
+
+class RecordingServer:
+    """A plug on 127.0.0.1:<free port>: keeps every request in order and answers `status`.
+
+    With `answer` None (the default) it answers like a Shelly: Gen1 ``/relay/0?turn=on`` with
+    ``{"ison": <its state>}``, Gen2 ``/rpc/Switch.Set`` with ``{"was_on": <the state before>}`` and
+    ``/rpc/Switch.GetStatus`` with ``{"output": <its state>}``; its state follows each request's
+    turn=on/off (or Tasmota's Power On/Off) unless `stuck` (a relay that does not switch). `state`
+    is what it is now, and a test can set it (a plug that rebooted into off). `refuse_until`
+    (a monotonic time) answers 503 until then (a plug off the network). With `hold=True` each
+    request waits until `release()` (a device that never answers).
     """
 
-    def __init__(self, status: int = 200, answer: str = '{"ison": true}', hold: bool = False) -> None:
+    def __init__(self, status: int = 200, answer: str | None = None, hold: bool = False) -> None:
         self.requests: list[Request] = []
         self.status, self.answer = status, answer
+        self.state = False
+        self.stuck = False
+        self.refuse_until = 0.0
+        self.refused = 0
         self.released = threading.Event()
         if not hold:
             self.released.set()
@@ -47,6 +69,16 @@ class RecordingServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length).decode() if length else ""
                 server.released.wait(30)
+                if time.monotonic() < server.refuse_until:
+                    server.refused += 1
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                before = server.state
+                wanted = switched_to(self.path, body)
+                if wanted is not None and not server.stuck:
+                    server.state = wanted
                 server.requests.append(
                     Request(
                         self.command,
@@ -56,7 +88,15 @@ class RecordingServer:
                         self.headers.get("Authorization", ""),
                     )
                 )
-                payload = server.answer.encode()
+                if server.answer is not None:
+                    answer = server.answer
+                elif "/rpc/Switch.GetStatus" in self.path:
+                    answer = json.dumps({"id": 0, "output": server.state})
+                elif "/rpc/Switch.Set" in self.path:
+                    answer = json.dumps({"was_on": before})
+                else:
+                    answer = json.dumps({"ison": server.state})
+                payload = answer.encode()
                 self.send_response(server.status)
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import socket
+import threading
+import time
+from datetime import timedelta
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -90,3 +93,136 @@ def test_a_second_control_process_refuses_to_start_and_a_killed_ones_lock_does_n
     third = start_command("control", "--interval", "0.5")
     wait_until(lambda: "control running" in third.output, what="a restart after the kill")
     assert third.stop() == 0
+
+
+# --- commanded vs confirmed, with the real collector and control ---------------------------------
+class Board(threading.Thread):
+    """A board reporting `temperature` every second until stopped (the rule's data stays fresh)."""
+
+    def __init__(self, port: int, temperature: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.temperature = port, temperature
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                send(self.port, self.temperature, lines=1)
+            except OSError:
+                pass
+            self.stopping.wait(1.0)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(5)
+
+
+def frost_heater(plug: RecordingServer, **extra) -> Output:
+    sensor = Sensor.objects.create(mac=MAC, name="North bench")
+    heater = Output.objects.create(
+        name="Heater",
+        transport="http",
+        http_on_url=plug.url("/cm?cmnd=Power%20On"),
+        http_off_url=plug.url("/cm?cmnd=Power%20Off"),
+        **extra,
+    )
+    Rule.objects.create(
+        name="Heat the north bench",
+        sensor=sensor,
+        metric="air_temperature",
+        threshold=5,
+        release=7,
+        min_samples=1,
+        output=heater,
+        on_trigger="on",
+        on_release="off",
+    )
+    return heater
+
+
+def confirmed_on() -> bool:
+    heater = Output.objects.get(name="Heater")
+    return heater.is_on is True and heater.confirmed
+
+
+FAST_COLLECTOR = ("--flush-interval", "0.3", "--open-minute-interval", "0.3", "--stats-interval", "3600")
+
+
+@pytest.mark.timeout(300)
+def test_a_plug_off_the_network_for_90_s_is_on_and_confirmed_soon_after_it_comes_back(
+    start_collector, start_command, plug, admin_client
+):
+    frost_heater(plug)
+    plug.refuse_until = time.monotonic() + 90  # every request answered 503 for 90 s
+    collector = start_collector(*FAST_COLLECTOR)
+    control = start_command("control", "--interval", "1")
+    board = Board(collector.port, 3)
+    board.start()
+    try:
+        wait_until(lambda: Output.objects.get(name="Heater").is_on is True, timeout=30, what="the decision")
+        assert not confirmed_on()
+        page = admin_client.get("/control/").content.decode()
+        assert 'class="device unconfirmed"' in page and "not confirmed since" in page
+        wait_until(lambda: time.monotonic() >= plug.refuse_until, timeout=100, what="the plug's return")
+        back = time.monotonic()
+        wait_until(confirmed_on, timeout=60, what="the confirmation")
+        after = time.monotonic() - back
+        assert plug.state is True
+        assert after <= 30 + 1 + 5  # CONTROL_RETRY_MAX, one pass, and a request's time
+        print(f"refused {plug.refused} requests over 90 s; on and confirmed {after:.1f} s after the plug came back")
+        page = admin_client.get("/control/").content.decode()
+        assert 'class="device unconfirmed"' not in page and "confirmed on at" in page
+        assert control.stop() == 0
+    finally:
+        board.stop()
+        control.kill()
+    assert collector.stop() == 0
+    assert 5 <= plug.refused <= 20  # retried with back-off: not hammered, not given up
+
+
+def test_a_plug_that_reboots_into_off_is_corrected_within_its_keep_alive(start_collector, start_command, plug):
+    frost_heater(plug, keep_alive=timedelta(seconds=5))
+    collector = start_collector(*FAST_COLLECTOR)
+    control = start_command("control", "--interval", "1")
+    board = Board(collector.port, 3)
+    board.start()
+    try:
+        wait_until(confirmed_on, timeout=30, what="the heater on and confirmed")
+        plug.state = False  # a power cut: the plug boots into its power-on default
+        rebooted = time.monotonic()
+        wait_until(lambda: plug.state is True, timeout=15, what="the keep-alive")
+        assert time.monotonic() - rebooted <= 5 + 1 + 2
+        assert control.stop() == 0
+    finally:
+        board.stop()
+        control.kill()
+    assert collector.stop() == 0
+
+
+def test_control_killed_between_its_decision_and_the_command_ends_up_right_after_a_restart(
+    start_collector, start_command
+):
+    plug = RecordingServer(hold=True)  # the command does not get through before the kill
+    try:
+        frost_heater(plug)
+        collector = start_collector(*FAST_COLLECTOR)
+        control = start_command("control", "--interval", "1")
+        board = Board(collector.port, 3)
+        board.start()
+        wait_until(lambda: Output.objects.get(name="Heater").is_on is True, timeout=30, what="the decision")
+        control.process.kill()
+        control.process.wait(10)
+        control.assert_no_traceback()
+        plug.refuse_until = time.monotonic() + 3600  # a request still held (if any) switches nothing ...
+        plug.release()
+        time.sleep(0.5)
+        assert plug.state is False and not confirmed_on()
+        plug.refuse_until = 0.0
+        again = start_command("control", "--interval", "1")
+        wait_until(confirmed_on, timeout=30, what="the restart to send the decided state")
+        assert plug.state is True
+        assert again.stop() == 0
+        board.stop()
+        assert collector.stop() == 0
+    finally:
+        plug.close()

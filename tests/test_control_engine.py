@@ -86,16 +86,16 @@ def heater_rule(sensor: Sensor, output: Output, **extra) -> Rule:
 
 
 def http_output(server: RecordingServer, **extra) -> Output:
-    output = Output(
-        name=extra.pop("name", "Heater"),
+    fields = dict(
+        name="Heater",
         transport="http",
         http_method="POST",
         http_on_url=server.url("/relay/0?turn=on"),
         http_off_url=server.url("/relay/0?turn=off"),
         http_on_body='{"on": true}',
         http_off_body='{"on": false}',
-        **extra,
     )
+    output = Output(**{**fields, **extra})
     output.full_clean()
     output.save()
     return output
@@ -504,3 +504,40 @@ def test_a_rule_that_keeps_failing_is_reported_once_and_retried_with_back_off(be
         assert "evaluates again after" in caplog.text
     finally:
         dispatcher.shutdown(5)
+
+
+def _soil_tray() -> tuple[Location, Sensor, Sensor]:
+    tray = Location.objects.create(name="Tray B")
+    calibrated = Sensor.objects.create(mac="5c:cf:7f:0a:1b:30", name="Calibrated", soil_dry_raw=800, soil_wet_raw=300)
+    raw = Sensor.objects.create(mac="5c:cf:7f:0a:1b:31", name="Uncalibrated")
+    calibrated.move_to(tray)
+    raw.move_to(tray)
+    return tray, calibrated, raw
+
+
+def test_a_location_rule_mixing_calibrated_and_raw_soil_values_is_refused_with_the_sensors_named():
+    from django.core.exceptions import ValidationError
+
+    tray, _, _ = _soil_tray()
+    rule = Rule(name="Tray B dry", location=tray, metric="soil_moisture", direction="below", threshold=30, release=35)
+    with pytest.raises(ValidationError) as refused:
+        rule.full_clean()
+    message = refused.value.message_dict["location"][0]
+    assert "would mix calibrated values (%) with raw ones (raw) from Uncalibrated" in message
+    Sensor.objects.filter(name="Uncalibrated").update(soil_dry_raw=820, soil_wet_raw=310)
+    rule.full_clean()  # all calibrated: one unit
+    temperature = Rule(name="Tray B cold", location=tray, metric="air_temperature", threshold=5, release=7)
+    temperature.full_clean()  # offsets keep the unit: nothing to refuse
+
+
+def test_a_sensor_placed_later_without_calibration_never_mixes_into_a_location_mean(engine):
+    tray, calibrated, raw = _soil_tray()
+    raw.move_to(None)  # the rule is saved with the calibrated sensor alone ...
+    rule = Rule(name="Tray B dry", location=tray, metric="soil_moisture", direction="below", threshold=30, release=35)
+    rule.full_clean()
+    rule.save()
+    raw.move_to(tray)  # ... then an uncalibrated one is placed there
+    report(calibrated, "soil_moisture", 650.0)  # (800 - 650) / (800 - 300) = 30 %
+    report(raw, "soil_moisture", 100.0)  # raw: would drag a mixed mean to nonsense
+    engine.step()
+    assert Rule.objects.get().last_value == pytest.approx(30.0)
