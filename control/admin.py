@@ -92,7 +92,7 @@ class RuleAdmin(admin.ModelAdmin):
         (None, {"fields": ["name", "enabled", "kind"]}),
         ("What it watches", {"fields": ["sensor", "location", "metric", "offline_after"]}),
         ("Condition", {"fields": ["direction", "threshold", "release", "duration", "active_from", "active_until"]}),
-        ("Data it may act on", {"fields": ["max_age", "min_samples"]}),
+        ("Data it may act on", {"fields": ["reads", "max_age", "min_samples"]}),
         ("Output", {"fields": ["output", "on_trigger", "on_release", "max_run"]}),
         ("Notifications", {"fields": ["notify_trigger", "notify_release", "email_to", "webhook_url", "cooldown"]}),
         ("State (set by the control process)", {"fields": readonly_fields}),

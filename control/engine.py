@@ -26,6 +26,8 @@ from django.core.mail import send_mail
 from django.db import DatabaseError, transaction
 from django.utils import timezone
 
+from sensors.models import Sensor
+
 from . import rules
 from .models import Event, Output, Rule
 from .transports import DeliveryError, Dispatcher, Job, Result, post_json, redact
@@ -37,6 +39,10 @@ RULE_RETRY_FIRST_SECONDS = 5.0
 RULE_RETRY_MAX_SECONDS = 300.0
 # A command the device has not confirmed is sent again after 5 s, 10 s, 20 s ... up to CONTROL_RETRY_MAX.
 COMMAND_RETRY_FIRST_SECONDS = 5.0
+# The sensors rules read get live values (the collector's LiveReading) for this long, renewed
+# every WATCH_RENEW_SECONDS: a control process that stops lets them lapse on their own.
+WATCH_SECONDS = 180.0
+WATCH_RENEW_SECONDS = 60.0
 
 
 def send_email(recipients: list[str], subject: str, body: str) -> str:
@@ -56,9 +62,11 @@ class Engine:
         self._in_flight: dict[int, int] = {}  # output id -> commands on the dispatcher
         self._last_sent: dict[int, datetime] = {}  # output id -> when its commanded state was last sent
         self._failures: dict[int, int] = {}  # output id -> failed sends since it was last confirmed
+        self._watch_renewed: datetime | None = None
 
     # --- one pass -----------------------------------------------------------------------------
     def step(self) -> None:
+        self.watch_sensors()
         self.evaluate_rules()
         self.apply_outputs()
         self.record_results()
@@ -71,6 +79,22 @@ class Engine:
             if output.transport == Output.Transport.MANUAL:
                 continue  # a person already got that message; do not repeat it at every restart
             self.command(output, bool(output.is_on), "re-asserted after control started", kind=Event.Kind.START)
+
+    def watch_sensors(self, force: bool = False) -> None:
+        """Ask the collector for live values of the sensors the rules read (renewed every minute)."""
+        now = self.clock()
+        if (
+            not force
+            and self._watch_renewed is not None
+            and now - self._watch_renewed < timedelta(seconds=WATCH_RENEW_SECONDS)
+        ):
+            return
+        ids: set[int] = set()
+        for rule in Rule.objects.filter(enabled=True).select_related("location"):
+            ids.update(rule.watched_sensor_ids(now))
+        if ids:
+            Sensor.objects.filter(pk__in=ids).update(live_until=now + timedelta(seconds=WATCH_SECONDS))
+        self._watch_renewed = now
 
     def evaluate_rules(self) -> None:
         for rule in Rule.objects.filter(enabled=True).select_related("sensor", "location", "output"):

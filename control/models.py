@@ -21,7 +21,7 @@ from django.utils import timezone
 
 from sensors.metrics import canonical
 from sensors.metrics import metric as registry_metric
-from sensors.models import Location, Placement, Reading, Sensor
+from sensors.models import LiveReading, Location, Placement, Reading, Sensor
 
 from . import rules, transports
 
@@ -253,6 +253,20 @@ class Rule(models.Model):
     offline_after = models.DurationField(
         default=timedelta(minutes=10), help_text="Offline rules: silence that counts as offline."
     )
+
+    class Reads(models.TextChoices):
+        LATEST = "latest", "the latest value (reacts within seconds)"
+        MEAN = "mean", "the mean over its duration (at least the newest two minutes)"
+
+    reads = models.CharField(
+        "value it reads",
+        max_length=10,
+        choices=Reads.choices,
+        default=Reads.LATEST,
+        help_text="Latest: the newest sample, written every few seconds for the sensors rules read; a frost "
+        "reaches the rule in seconds, and the duration and hysteresis keep a noisy sensor from chattering. "
+        "Mean: smoother, but a sudden change shows only as the minutes fill (up to a minute or two).",
+    )
     max_age = models.DurationField(
         default=timedelta(minutes=2), help_text="Data older than this puts the output in its safe state."
     )
@@ -332,8 +346,12 @@ class Rule(models.Model):
                         "For an 'above' rule the release threshold must be at or below the threshold "
                         f"({self.threshold:g}), e.g. open above 30 °C, close below 27 °C."
                     )
-            # The minute still filling is written every COLLECTOR_OPEN_MINUTE_INTERVAL (ended ones sooner).
-            arrives = max(settings.COLLECTOR_FLUSH_INTERVAL, settings.COLLECTOR_OPEN_MINUTE_INTERVAL)
+            # Latest values are written every COLLECTOR_LIVE_INTERVAL; the minute still filling every
+            # COLLECTOR_OPEN_MINUTE_INTERVAL (ended ones sooner). Boards report every 2 s.
+            if self.reads == self.Reads.LATEST:
+                arrives = settings.COLLECTOR_LIVE_INTERVAL + 2.0
+            else:
+                arrives = max(settings.COLLECTOR_FLUSH_INTERVAL, settings.COLLECTOR_OPEN_MINUTE_INTERVAL)
             floor = arrives + settings.CONTROL_INTERVAL
             if self.max_age is not None and self.max_age.total_seconds() <= floor:
                 errors["max_age"] = (
@@ -416,6 +434,14 @@ class Rule(models.Model):
         fields = ["phase", "phase_since", "last_notified", "suppressed", "last_value", "last_age", "last_samples"]
         self.save(update_fields=[*fields, "evaluated_at"])
 
+    def watched_sensor_ids(self, now: datetime | None = None) -> list[int]:
+        """The sensors whose latest values this rule reads (the collector writes them every few seconds)."""
+        if self.kind != self.Kind.THRESHOLD or self.reads != self.Reads.LATEST:
+            return []
+        if self.sensor_id is not None:
+            return [self.sensor_id]
+        return [sensor.pk for sensor in self.placed_sensors(now)]
+
     def placed_sensors(self, now: datetime | None = None) -> list[Sensor]:
         now = now or timezone.now()
         return list(
@@ -443,12 +469,14 @@ class Rule(models.Model):
             age = math.inf if last_seen is None else max(0.0, (now - last_seen).total_seconds())
             return rules.Observation(value=None, age=age)
         if self.sensor_id is not None:
-            return sensor_observation(self.sensor, self.metric, now, self.max_age)
+            return sensor_observation(self.sensor, self.metric, now, self.max_age, self.reads, self.duration)
         placed = self.placed_sensors(now)
         if registry_metric(self.metric).calibrated_unit != registry_metric(self.metric).unit:
             calibrated = [sensor for sensor in placed if sensor.is_calibrated(self.metric)]
             placed = calibrated or placed  # never a mean of % and raw: only the calibrated ones count
-        seen = [sensor_observation(sensor, self.metric, now, self.max_age) for sensor in placed]
+        seen = [
+            sensor_observation(sensor, self.metric, now, self.max_age, self.reads, self.duration) for sensor in placed
+        ]
         limit = self.max_age.total_seconds()
         usable = [o for o in seen if o.value is not None and o.age <= limit]
         if not usable:  # nothing fresh: the freshest there is, so the fail-safe says how old it is
@@ -460,19 +488,46 @@ class Rule(models.Model):
         )
 
 
-def sensor_observation(sensor: Sensor, metric: str, now: datetime, max_age: timedelta) -> rules.Observation:
-    """The calibrated mean of the sensor's newest minute together with the minute before it.
+def sensor_observation(
+    sensor: Sensor,
+    metric: str,
+    now: datetime,
+    max_age: timedelta,
+    reads: str = "mean",
+    duration: timedelta | None = None,
+) -> rules.Observation:
+    """What a rule sees of one sensor's metric, calibrated.
 
-    Two minutes so a fresh minute that holds one or two samples is not mistaken for sparse
-    data; the age is the time since the sensor's last report (the collector updates it at
-    every flush), or since the end of the newest minute if that is older.
+    `latest`: the newest sample (LiveReading, written every COLLECTOR_LIVE_INTERVAL for watched
+    sensors), aged from when it arrived; its samples are those of its minute so far and the minute
+    before, so a minute that has just begun is not mistaken for sparse data. Without a live value
+    newer than the stored minutes (the collector has not picked the sensor up yet), the mean.
+
+    `mean`: the mean of the newest minutes covering `duration`, at least the newest minute together
+    with the minute before it; the age is the time since the sensor's last report, or since the end
+    of the newest minute if that is older.
     """
-    since = now - max_age - timedelta(minutes=2)
+    window = max(timedelta(minutes=2), duration or timedelta(0))
+    minutes = max(2, int(window.total_seconds() // 60) + 1)
+    since = now - max_age - window
     newest = list(
-        Reading.objects.filter(sensor=sensor, metric=metric, start__gte=since, start__lte=now).order_by("-start")[:2]
+        Reading.objects.filter(sensor=sensor, metric=metric, start__gte=since, start__lte=now).order_by("-start")[
+            :minutes
+        ]
     )
-    if len(newest) == 2 and newest[0].start - newest[1].start > timedelta(minutes=1):
-        newest = newest[:1]
+    if reads == "latest":
+        live = LiveReading.objects.filter(sensor=sensor, metric=metric).first()
+        if live is not None and (not newest or live.minute >= newest[0].start):
+            # The samples of the live minute and the one before: those the minute rows hold plus
+            # those the collector still held when it wrote the live value.
+            stored = sum(r.samples for r in newest if live.minute - timedelta(minutes=1) <= r.start <= live.minute)
+            return rules.Observation(
+                value=sensor.calibrate(metric, live.value),
+                age=max(0.0, (now - live.received_at).total_seconds()),
+                samples=live.samples + stored,
+            )
+        newest, window = newest[:2], timedelta(minutes=2)
+    newest = [r for r in newest if newest[0].start - r.start < window]  # the window back from the newest minute
     last_seen = sensor.last_seen
     if not newest:
         age = math.inf if last_seen is None else max(0.0, (now - last_seen).total_seconds())

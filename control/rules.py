@@ -151,7 +151,7 @@ def usable(spec: RuleSpec, observation: Observation) -> str:
     if observation.value is None:
         return f"no reading ({describe(observation)})"
     if observation.age > spec.max_age:
-        return f"data is {observation.age:.0f}s old (max age {spec.max_age:.0f}s)"
+        return f"data is {observation.age:.1f}s old (max age {spec.max_age:g}s)"
     if observation.samples < spec.min_samples:
         return f"only {observation.samples} samples (at least {spec.min_samples} needed)"
     return ""

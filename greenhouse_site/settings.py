@@ -228,6 +228,9 @@ COLLECTOR_FLUSH_INTERVAL = _typed("float", "COLLECTOR_FLUSH_INTERVAL", 5.0)
 # The minute still filling is written this often (each write rewrites a row per sensor and metric);
 # a minute that has ended is written within COLLECTOR_FLUSH_INTERVAL. See docs/collector.md.
 COLLECTOR_OPEN_MINUTE_INTERVAL = _typed("float", "COLLECTOR_OPEN_MINUTE_INTERVAL", 30.0)
+# The sensors a control rule reads (Sensor.live_until) have their newest samples written this
+# often (LiveReading), so a rule reacts in seconds whatever the open-minute interval.
+COLLECTOR_LIVE_INTERVAL = _typed("float", "COLLECTOR_LIVE_INTERVAL", 2.0)
 COLLECTOR_STATS_INTERVAL = _typed("float", "COLLECTOR_STATS_INTERVAL", 60.0)
 COLLECTOR_IDLE_TIMEOUT = _typed("float", "COLLECTOR_IDLE_TIMEOUT", 600.0)
 COLLECTOR_MAX_CONNECTIONS = _typed("int", "COLLECTOR_MAX_CONNECTIONS", 12000)

@@ -24,6 +24,7 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
         "COLLECTOR_STATS_INTERVAL",
         "COLLECTOR_IDLE_TIMEOUT",
         "COLLECTOR_LINE_TIMEOUT",
+        "COLLECTOR_LIVE_INTERVAL",
     ):
         if getattr(settings, name) <= 0:
             errors.append(Error(f"{name} must be a positive number of seconds.", id="sensors.E002"))

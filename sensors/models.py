@@ -36,6 +36,9 @@ class Sensor(models.Model):
 
     mac = models.CharField("MAC address", max_length=17, unique=True)
     name = models.CharField(max_length=100, blank=True)
+    # Until then the collector writes this sensor's newest samples every few seconds (LiveReading);
+    # set by the control process for the sensors its rules read.
+    live_until = models.DateTimeField(null=True, blank=True, editable=False)
     location = models.ForeignKey(Location, null=True, blank=True, on_delete=models.SET_NULL, related_name="sensors")
     first_seen = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
@@ -320,6 +323,30 @@ class CurrentReading(ReadingFields):
     def age(self, now: datetime | None = None) -> timedelta:
         """How long ago the newest sample arrived."""
         return (now or timezone.now()) - self.received_at
+
+
+class LiveReading(models.Model):
+    """A watched sensor's newest sample of one metric, written every COLLECTOR_LIVE_INTERVAL seconds.
+
+    The minutes are merged every open-minute interval (30 s) to keep the write load down; a rule
+    that must react in seconds (control) asks for live values of the sensors it reads
+    (`Sensor.live_until`), and the collector overwrites these rows for those sensors only. Not
+    history: each row is replaced by the next sample; the minutes hold every sample.
+    """
+
+    sensor = models.ForeignKey(Sensor, on_delete=models.CASCADE, related_name="live_readings", db_index=False)
+    metric = models.CharField(max_length=64)
+    value = models.FloatField(help_text="the newest sample, raw (as the board sent it)")
+    received_at = models.DateTimeField()
+    minute = models.DateTimeField(help_text="the minute the sample belongs to")
+    samples = models.PositiveIntegerField(
+        help_text="samples of that minute and the one before that the minute rows did not hold yet"
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["sensor", "metric"], name="live_reading_one_row_per_metric"),
+        ]
 
 
 class JournalMark(models.Model):

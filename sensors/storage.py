@@ -27,6 +27,7 @@ from itertools import islice
 from typing import Any
 
 from django.db import DatabaseError, connection, models, transaction
+from django.utils import timezone
 
 from .ingest.aggregator import Batch, Bucket, BucketKey, coarsen
 from .ingest.aggregator import RefusedSensor as RefusedSeen
@@ -35,6 +36,7 @@ from .models import (
     DailyReading,
     HourlyReading,
     JournalMark,
+    LiveReading,
     Reading,
     ReadingFields,
     RefusedSensor,
@@ -78,13 +80,16 @@ def write_batch(batch: Batch) -> int:
             sensor_ids = upsert_sensors(batch)
             if connection.vendor == "postgresql":
                 rows = _rows_of(sensor_ids, batch.buckets.items(), Reading)
-                return _merge_by_copy(Reading, rows, ROLLUPS, current=True)
+                written = _merge_by_copy(Reading, rows, ROLLUPS, current=True)
+                merge_live(sensor_ids, batch)
+                return written
             written = merge_readings(sensor_ids, batch.buckets.items())
             for model in ROLLUPS:
                 merge_readings(sensor_ids, coarsen(batch.buckets.items(), model.SECONDS).items(), model)
             merge_current(
                 sensor_ids, batch.buckets.items(), {mac: seen.last_seen for mac, seen in batch.sensors.items()}
             )
+            merge_live(sensor_ids, batch)
             return written
     except DatabaseError:
         connection.close()
@@ -401,6 +406,49 @@ def _current_from_merge_table() -> str:
         f"FROM {MERGE_TABLE} AS m JOIN {sensor_table} AS s ON s.id = m.sensor "
         "ORDER BY m.sensor, m.metric, m.start DESC"
     )
+
+
+def merge_live(sensor_ids: dict[str, int], batch: Batch) -> None:
+    """Overwrite the watched sensors' newest samples (LiveReading) with the batch's, where newer."""
+    if not batch.live:
+        return
+    meta = LiveReading._meta
+    quote = connection.ops.quote_name
+    table = quote(meta.db_table)
+    names = ["sensor", "metric", "value", "received_at", "minute", "samples"]
+    sensor, metric, value, received, minute, samples = (quote(meta.get_field(name).column) for name in names)
+    moment = meta.get_field("received_at")
+    rows = [
+        (
+            sensor_ids[mac],
+            name,
+            live.value,
+            moment.get_db_prep_value(_utc(live.received_at), connection),
+            moment.get_db_prep_value(_utc(live.minute), connection),
+            live.samples,
+        )
+        for (mac, name), live in batch.live.items()
+        if mac in sensor_ids
+    ]
+    with connection.cursor() as cursor:
+        for chunk in _chunks(rows, merge_rows_per_statement(len(names))):
+            cursor.execute(
+                f"INSERT INTO {table} ({sensor}, {metric}, {value}, {received}, {minute}, {samples}) "
+                f"{_values_list(len(chunk), len(names))} "
+                f"ON CONFLICT ({sensor}, {metric}) DO UPDATE SET {value} = EXCLUDED.{value}, "
+                f"{received} = EXCLUDED.{received}, {minute} = EXCLUDED.{minute}, {samples} = EXCLUDED.{samples} "
+                f"WHERE EXCLUDED.{received} >= {table}.{received}",
+                [item for row in chunk for item in row],
+            )
+
+
+def watched_macs() -> list[str]:
+    """MACs of the sensors someone wants live values of (Sensor.live_until in the future)."""
+    try:
+        return list(Sensor.objects.filter(live_until__gt=timezone.now()).values_list("mac", flat=True))
+    except DatabaseError:
+        connection.close()
+        raise
 
 
 def record_refused(refused: dict[str, RefusedSeen]) -> None:

@@ -352,3 +352,20 @@ def test_firmware_columns_add_like_lines_and_decline_sensors_without_the_three_m
     fast_batch, slow_batch = fast.drain(), slow.drain()
     assert snapshot(fast_batch) == snapshot(slow_batch)
     assert fast_batch.sensors == slow_batch.sensors
+
+
+def test_live_values_give_the_newest_sample_and_the_held_samples_of_its_minute_and_the_one_before():
+    """A rule reading the latest value must not see a minute that has just begun as sparse data."""
+    aggregator = Aggregator()
+    mac, other = "5c:cf:7f:0a:1b:2c", "5c:cf:7f:0a:1b:2d"
+    minute = 1_764_000_000
+    for second, value in ((50, 20.0), (55, 19.0), (58, 18.0)):
+        aggregator.add(mac, (("air_temperature", value),), minute + second, "192.0.2.7")
+    aggregator.add(mac, (("air_temperature", 3.0),), minute + 61, "192.0.2.7")  # the next minute begins
+    aggregator.add(other, (("air_temperature", 25.0),), minute + 61, "192.0.2.8")
+    live = aggregator.live_values({mac})
+    value = live.live[(mac, "air_temperature")]
+    assert (value.value, value.minute, value.samples, value.received_at) == (3.0, minute + 60, 4, minute + 61)
+    assert set(live.sensors) == {mac} and not live.buckets  # only the watched sensor; the minutes stay held
+    assert aggregator.pending_buckets == 3
+    assert aggregator.live_values(set()).live == {}

@@ -102,6 +102,7 @@ class Board(threading.Thread):
     def __init__(self, port: int, temperature: int) -> None:
         super().__init__(daemon=True)
         self.port, self.temperature = port, temperature
+        self.interval = 1.0
         self.stopping = threading.Event()
 
     def run(self) -> None:
@@ -110,7 +111,7 @@ class Board(threading.Thread):
                 send(self.port, self.temperature, lines=1)
             except OSError:
                 pass
-            self.stopping.wait(1.0)
+            self.stopping.wait(self.interval)
 
     def stop(self) -> None:
         self.stopping.set()
@@ -226,3 +227,49 @@ def test_control_killed_between_its_decision_and_the_command_ends_up_right_after
         assert collector.stop() == 0
     finally:
         plug.close()
+
+
+def test_with_default_intervals_a_frost_reaches_the_rule_within_seconds(start_collector, start_command, plug):
+    """Collector and control with their default intervals (open minute written every 30 s, live values
+    every 2 s, rules every 5 s): a board's sudden 20 -> 3 °C reaches the rule, and the heater, in seconds."""
+    from sensors.models import LiveReading
+
+    sensor = Sensor.objects.create(mac=MAC, name="North bench")
+    heater = Output.objects.create(
+        name="Heater",
+        transport="http",
+        http_on_url=plug.url("/cm?cmnd=Power%20On"),
+        http_off_url=plug.url("/cm?cmnd=Power%20Off"),
+    )
+    Rule.objects.create(  # every field at its default but what the rule is about
+        name="Frost",
+        sensor=sensor,
+        metric="air_temperature",
+        threshold=5,
+        release=7,
+        output=heater,
+        on_trigger="on",
+        on_release="off",
+    )
+    collector = start_collector("--stats-interval", "3600")
+    control = start_command("control")
+    board = Board(collector.port, 20)
+    board.interval = 2.0  # the firmware's pace
+    board.start()
+    try:
+        wait_until(lambda: LiveReading.objects.filter(sensor=sensor).exists(), timeout=40, what="live values")
+        wait_until(lambda: plug.state is False and len(plug.requests) >= 1, timeout=20, what="the heater off")
+        board.temperature = 3
+        cold = time.monotonic()
+        wait_until(lambda: plug.state is True, timeout=30, what="the heater on")
+        reaction = time.monotonic() - cold
+        trigger = Event.objects.get(kind="trigger")
+        print(f"first cold line -> heater ON request: {reaction:.1f} s (rule saw {trigger.value} °C)")
+        assert reaction <= 10.0  # live values every 2 s + a rule pass every 5 s + the request
+        assert control.stop() == 0
+    finally:
+        board.stop()
+        control.kill()
+    assert collector.stop() == 0
+    log = "".join(control.lines)
+    assert "rules see a board's newest reading within" in log

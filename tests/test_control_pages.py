@@ -127,6 +127,7 @@ def rule_form(**changes) -> dict:
         "release": "27",
         "duration": "00:00:00",
         "offline_after": "00:10:00",
+        "reads": "latest",
         "max_age": "00:02:00",
         "min_samples": "5",
         "on_trigger": "nothing",
@@ -145,11 +146,19 @@ def test_admin_refuses_a_release_threshold_on_the_wrong_side(admin_client):
     assert response.status_code == 302 and Rule.objects.get().release == 27
 
 
-def test_admin_refuses_a_max_age_the_collector_cannot_keep_up_with(admin_client, settings):
-    settings.COLLECTOR_FLUSH_INTERVAL, settings.CONTROL_INTERVAL = 60, 5
+@pytest.mark.parametrize(
+    ("reads", "slow"),
+    [("mean", "COLLECTOR_FLUSH_INTERVAL"), ("latest", "COLLECTOR_LIVE_INTERVAL")],
+)
+def test_admin_refuses_a_max_age_the_collector_cannot_keep_up_with(admin_client, settings, reads, slow):
+    setattr(settings, slow, 60)
+    settings.CONTROL_INTERVAL = 5
     sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c")
-    response = admin_client.post("/admin/control/rule/add/", rule_form(sensor=sensor.pk, max_age="00:01:00"))
+    form = rule_form(sensor=sensor.pk, max_age="00:01:00", reads=reads)
+    response = admin_client.post("/admin/control/rule/add/", form)
     assert "would always be stale" in response.content.decode() and not Rule.objects.exists()
+    setattr(settings, slow, 5)
+    assert admin_client.post("/admin/control/rule/add/", form).status_code == 302
 
 
 def test_admin_refuses_a_switching_rule_without_an_output_and_an_http_output_without_url(admin_client):

@@ -138,7 +138,7 @@ def test_old_data_drives_the_output_to_its_safe_state_once_and_recovers():
     run.feed(Observation(value=4.0, age=200, samples=30))
     assert run.state.phase is Phase.STALE
     safe = [a for s in run.steps for a in s.actions if isinstance(a, SwitchOutput) and a.safe]
-    assert len(safe) == 1 and "121s old" in safe[0].reason
+    assert len(safe) == 1 and "121.0s old (max age 120s)" in safe[0].reason  # never "120s old (max age 120s)"
     run.feed(fresh(4.0))  # fresh and still cold: on again at once (duration 0)
     assert run.state.phase is Phase.TRIGGERED and run.switches()[-1] is True
 

@@ -24,17 +24,19 @@ def minute_start(timestamp: float) -> int:
 class Bucket:
     """count/sum/min/max of one metric of one sensor in one minute."""
 
-    __slots__ = ("count", "high", "low", "total")
+    __slots__ = ("count", "high", "last", "low", "total")
 
     def __init__(self, value: float) -> None:
         self.count = 1
         self.total = value
         self.low = value
         self.high = value
+        self.last = value  # the newest sample: what a rule that reacts in seconds reads (LiveReading)
 
     def add(self, value: float) -> None:
         self.count += 1
         self.total += value
+        self.last = value
         if value < self.low:
             self.low = value
         elif value > self.high:
@@ -44,6 +46,7 @@ class Bucket:
         """`add` each value in turn (the same sum, in the same order, in C loops)."""
         self.count += len(values)
         self.total = sum(values, self.total)
+        self.last = values[-1]
         low, high = min(values), max(values)
         if low < self.low:
             self.low = low
@@ -53,6 +56,7 @@ class Bucket:
     def merge(self, other: Bucket) -> None:
         self.count += other.count
         self.total += other.total
+        self.last = other.last  # `other` holds the later samples
         self.low = min(self.low, other.low)
         self.high = max(self.high, other.high)
 
@@ -96,6 +100,16 @@ class RefusedSensor:
             self.last, self.peer, self.reason = other.last, other.peer, other.reason
 
 
+@dataclass(slots=True, frozen=True)
+class LiveValue:
+    """A watched sensor's newest sample of one metric, and its minute so far."""
+
+    value: float
+    received_at: float
+    minute: int
+    samples: int  # held here (not yet in the database) of `minute` and the minute before it
+
+
 @dataclass(slots=True)
 class Batch:
     """Buckets to merge into the database, and with a journal, how far into it they reach.
@@ -115,9 +129,12 @@ class Batch:
     marks: dict[int, int] = field(default_factory=dict)
     complete: bool = False
     keep_marks_from: int = 0  # the writer's hint: marks of minutes before this may be deleted
+    # The newest sample of watched sensors, (mac, metric) -> LiveValue: overwritten, never merged
+    # into the minutes (they are written from the buckets as usual); see storage.merge_live.
+    live: dict[tuple[str, str], LiveValue] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.sensors) or bool(self.refused)
+        return bool(self.sensors) or bool(self.refused) or bool(self.live)
 
     @property
     def sample_count(self) -> int:
@@ -152,7 +169,8 @@ class Batch:
         for minute, seq in other.marks.items():
             if self.marks.get(minute, 0) < seq:
                 self.marks[minute] = seq
-        self.complete = other.complete  # batches merge in the order they were drained
+        if other.buckets or other.marks or other.seq:  # a drain (not live values alone)
+            self.complete = other.complete  # batches merge in the order they were drained
         self.journal = self.journal or other.journal
         for key, bucket in other.buckets.items():
             mine = self.buckets.get(key)
@@ -162,6 +180,10 @@ class Batch:
                 dropped += bucket.count
             else:
                 self.buckets[key] = bucket
+        for key, value in other.live.items():
+            known = self.live.get(key)
+            if known is None or value.received_at >= known.received_at:
+                self.live[key] = value
         for mine, theirs in ((self.sensors, other.sensors), (self.refused, other.refused)):
             for mac, entry in theirs.items():
                 known = mine.get(mac)
@@ -383,6 +405,26 @@ class Aggregator:
         batch.marks = dict.fromkeys(minutes, 0)  # the collector fills in the journal's seq
         batch.complete = not self._minutes
         return batch
+
+    def live_values(self, macs: set[str]) -> Batch:
+        """A batch of the newest sample of each metric of `macs` (watched sensors) held here, and when
+        each sensor was last seen: the collector writes it every few seconds, the minutes stay put."""
+        live = Batch()
+        if not macs:
+            return live
+        for minute in sorted(self._minutes):
+            batch = self._minutes[minute]
+            for mac in macs.intersection(batch.sensors):
+                seen = batch.sensors[mac]
+                live.sensors[mac] = SensorSeen(seen.first_seen, seen.last_seen, seen.peer)
+                for metric in self._metrics.get(mac, ()):
+                    bucket = batch.buckets.get((mac, metric, minute))
+                    if bucket is None:
+                        continue
+                    earlier = live.live.get((mac, metric))
+                    held = bucket.count + (earlier.samples if earlier and earlier.minute == minute - 60 else 0)
+                    live.live[(mac, metric)] = LiveValue(bucket.last, seen.last_seen, minute, held)
+        return live
 
     @property
     def minutes(self) -> list[int]:

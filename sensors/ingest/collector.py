@@ -55,6 +55,7 @@ class CollectorConfig:
     # Below supervisor's stopwaitsecs (20) and above the SQLite busy timeout (5).
     shutdown_write_seconds: float = 12.0
     journal_sync_interval: float = 1.0  # what arrived is on disk within this (0: before the next read)
+    live_interval: float = 2.0  # watched sensors' newest samples are written this often (rules react in seconds)
 
 
 def _format_counts(counts: Counter[str]) -> str:
@@ -81,12 +82,15 @@ class KnownSensors:
         interval: float = 10.0,
         on_exit: Callable[[], None] | None = None,
         *,
+        watched_loader: Callable[[], Iterable[str]] | None = None,
         register: bool = False,
         max_new_per_minute: int = 60,
         max_sensors: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loader = loader
+        self.watched_loader = watched_loader
+        self.watched: set[str] = set()  # sensors whose newest samples someone (control) wants within seconds
         self.register = register
         self.max_sensors = max_sensors
         self.macs: set[str] = set()
@@ -104,6 +108,11 @@ class KnownSensors:
         self._admitted -= registered
         self.macs = registered | self._admitted
         self.loaded = True
+        if self.watched_loader is not None:
+            try:
+                self.watched = set(self.watched_loader())
+            except Exception as exc:
+                logger.warning("cannot refresh the watched sensors (%s); keeping %d", exc, len(self.watched))
         return True
 
     def admit(self, mac: str) -> str | None:
@@ -187,6 +196,7 @@ class Collector:
         self._next_stats = 0.0
         self._next_idle_sweep = 0.0
         self._next_cut = 0.0
+        self._next_live = 0.0
 
     # --- lifecycle -----------------------------------------------------------
     def start(self) -> tuple[str, int]:
@@ -203,6 +213,7 @@ class Collector:
         self._next_stats = now + self.config.stats_interval
         self._next_idle_sweep = now + self._sweep_interval()
         self._next_cut = now + self.config.journal_sync_interval
+        self._next_live = now + self.config.live_interval
         self._stats_time = now
         self._last_stats = self._stats_snapshot()
         return address
@@ -261,6 +272,9 @@ class Collector:
         elif now >= self._next_flush:
             self._next_flush = now + self.config.flush_interval
             self.flush_closed()
+        if now >= self._next_live:
+            self._next_live = now + self.config.live_interval
+            self.flush_live()
         if now >= self._next_stats:
             self._next_stats = now + self.config.stats_interval
             self.report_stats()
@@ -351,6 +365,11 @@ class Collector:
         has ended is written within `flush_interval` and then never again.
         """
         self.writer.submit(self._stamp(self._take_refused(self.aggregator.drain_closed(minute_start(self.clock())))))
+
+    def flush_live(self) -> None:
+        """Hand the watched sensors' newest samples to the writer (the minutes themselves stay held)."""
+        if self.known_sensors is not None and self.known_sensors.watched:
+            self.writer.submit(self.aggregator.live_values(self.known_sensors.watched))
 
     def report_stats(self) -> None:
         """Log one line about the last interval: connections, rates, rejections, writes."""

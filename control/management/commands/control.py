@@ -53,10 +53,13 @@ class Command(BaseCommand):
         if not self.take_lock():
             return
         logger.info(
-            "control running (every %gs; rules see new data at the collector's flush interval, %gs by default; "
-            "database %s)",
+            "control running (every %gs; rules see a board's newest reading within about %gs: live values "
+            "every COLLECTOR_LIVE_INTERVAL=%gs plus one pass; rules reading the mean see the minutes the "
+            "collector writes every COLLECTOR_OPEN_MINUTE_INTERVAL=%gs; database %s)",
             self.interval,
-            settings.COLLECTOR_FLUSH_INTERVAL,
+            settings.COLLECTOR_LIVE_INTERVAL + self.interval,
+            settings.COLLECTOR_LIVE_INTERVAL,
+            settings.COLLECTOR_OPEN_MINUTE_INTERVAL,
             connection.vendor,
         )
         started = False

@@ -115,6 +115,7 @@ class Command(BaseCommand):
             allowed_networks=[ipaddress.ip_network(cidr, strict=False) for cidr in settings.COLLECTOR_ALLOWED_NETWORKS],
             reuse_port=options["reuse_port"],
             journal_sync_interval=settings.COLLECTOR_JOURNAL_SYNC_INTERVAL,
+            live_interval=settings.COLLECTOR_LIVE_INTERVAL,
         )
         journal = self.open_journal()
         # Each thread that uses the database opens its own connection and closes it as it ends
@@ -134,6 +135,7 @@ class Command(BaseCommand):
         known = KnownSensors(
             storage.registered_macs,
             on_exit=connections.close_all,
+            watched_loader=storage.watched_macs,
             register=settings.COLLECTOR_UNKNOWN_SENSORS == "register",
             max_new_per_minute=settings.COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE,
             max_sensors=settings.COLLECTOR_MAX_SENSORS,
