@@ -283,8 +283,9 @@ LOGIN_REDIRECT_URL = "dashboard"
 LOGOUT_REDIRECT_URL = "login"
 
 # --- Control (python manage.py control; docs/control.md) ---------------------------
-# Seconds between evaluations of the rules. Rules see new data at the collector's flush
-# cadence (COLLECTOR_FLUSH_INTERVAL), so evaluating much faster than that gains nothing.
+# Seconds between evaluations of the rules. A rule reading the latest value sees a board's
+# newest sample within COLLECTOR_LIVE_INTERVAL (2 s) plus this; one reading the mean sees the
+# minutes as the collector writes them (COLLECTOR_OPEN_MINUTE_INTERVAL, 30 s).
 CONTROL_INTERVAL = _typed("float", "CONTROL_INTERVAL", 5.0)
 # Each attempt to switch an output or send a notification gives up after this many seconds;
 # a failed one is retried this many times in all (1 s, 2 s, 4 s ... apart).
