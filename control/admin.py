@@ -71,7 +71,16 @@ class OutputAdmin(admin.ModelAdmin):
         ),
         (
             "MQTT (Tasmota: topic cmnd/<device>/POWER, payloads ON/OFF)",
-            {"fields": ["mqtt_broker", "mqtt_topic", "mqtt_on_payload", "mqtt_off_payload", "mqtt_retain"]},
+            {
+                "fields": [
+                    "mqtt_broker",
+                    "mqtt_topic",
+                    "mqtt_on_payload",
+                    "mqtt_off_payload",
+                    "mqtt_retain",
+                    "mqtt_state_topic",
+                ]
+            },
         ),
         ("Safety", {"fields": ["safe_on", "min_on", "min_off", "keep_alive"]}),
         ("State (set by the control process)", {"fields": readonly_fields}),

@@ -72,6 +72,13 @@ class Output(models.Model):
     mqtt_on_payload = models.CharField("payload to switch on", max_length=300, blank=True, default="ON")
     mqtt_off_payload = models.CharField("payload to switch off", max_length=300, blank=True, default="OFF")
     mqtt_retain = models.BooleanField("retain", default=False)
+    mqtt_state_topic = models.CharField(
+        "MQTT state topic",
+        max_length=300,
+        blank=True,
+        help_text="Where the device reports its state, to confirm each command: Tasmota stat/<topic>/POWER, "
+        "Shelly Gen2 <id>/status/switch:0. Blank: the broker's acknowledgement confirms.",
+    )
     # Safety
     safe_on = models.BooleanField(
         "safe state is ON",
@@ -143,6 +150,8 @@ class Output(models.Model):
                 errors["mqtt_topic"] = "An MQTT output needs the topic, like cmnd/heater/POWER."
             elif any(c in self.mqtt_topic for c in "#+"):
                 errors["mqtt_topic"] = "Publish to one topic: no # or + wildcards."
+            if any(c in self.mqtt_state_topic for c in "#+"):
+                errors["mqtt_state_topic"] = "One topic: no # or + wildcards."
         if self.http_status_url:
             try:
                 _validate_url(self.http_status_url, ("http", "https"), "http://192.168.1.50/rpc/Switch.GetStatus?id=0")
@@ -205,7 +214,14 @@ class Output(models.Model):
         if self.transport == self.Transport.MQTT:
             payload = self.mqtt_on_payload if on else self.mqtt_off_payload
             return functools.partial(
-                transports.mqtt_publish, self.mqtt_broker, self.mqtt_topic, payload, self.mqtt_retain, timeout
+                transports.mqtt_publish,
+                self.mqtt_broker,
+                self.mqtt_topic,
+                payload,
+                self.mqtt_retain,
+                timeout,
+                self.mqtt_state_topic,
+                on,
             )
         return functools.partial(notify, f"Please switch {self.name} {'ON' if on else 'OFF'}.")
 

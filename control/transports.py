@@ -157,8 +157,27 @@ def post_json(url: str, payload: dict, timeout: float = 5.0) -> str:
     return http_request("POST", url, json.dumps(payload), "application/json", timeout)
 
 
-def mqtt_publish(broker_url: str, topic: str, payload: str, retain: bool = False, timeout: float = 5.0) -> str:
-    """Publish with QoS 1 and wait for the broker's acknowledgement (PUBACK)."""
+def reported_mqtt_state(payload: str) -> bool | None:
+    """The state a device publishes: Tasmota ``stat/<topic>/POWER`` ``ON``/``OFF`` (or ``RESULT``
+    ``{"POWER":"ON"}``), Shelly Gen2 ``<id>/status/switch:0`` ``{"output": true, ...}``, Gen1
+    ``shellies/<id>/relay/0`` ``on``/``off``; None for anything else."""
+    text = payload.strip()
+    if text.upper() in ("ON", "OFF"):
+        return text.upper() == "ON"
+    return reported_state(text)
+
+
+def mqtt_publish(
+    broker_url: str,
+    topic: str,
+    payload: str,
+    retain: bool = False,
+    timeout: float = 5.0,
+    state_topic: str = "",
+    on: bool | None = None,
+) -> str:
+    """Publish with QoS 1 and wait for the broker's acknowledgement (PUBACK); with `state_topic`,
+    also for the device to publish state `on` there (a retained old state does not count)."""
     import paho.mqtt.client as mqtt
 
     parts = urlsplit(broker_url)
@@ -171,14 +190,29 @@ def mqtt_publish(broker_url: str, topic: str, payload: str, retain: bool = False
     if parts.scheme == "mqtts":
         client.tls_set()
     connected = threading.Event()
+    subscribed = threading.Event()
+    reported = threading.Event()
+    seen: list[str] = []
     refused: list[str] = []
 
     def on_connect(client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             refused.append(str(reason_code))
+        elif state_topic:
+            client.subscribe(state_topic, qos=1)
         connected.set()
 
+    def on_message(client, userdata, message) -> None:
+        if message.retain:
+            return  # what the broker kept from before, not the device's answer to this command
+        text = message.payload[:ANSWER_LIMIT].decode("utf-8", "replace")
+        seen.append(text)
+        if on is not None and reported_mqtt_state(text) is on:
+            reported.set()
+
     client.on_connect = on_connect
+    client.on_subscribe = lambda *args: subscribed.set()
+    client.on_message = on_message
     where = f"{parts.hostname}:{parts.port or (8883 if parts.scheme == 'mqtts' else 1883)}"
     try:
         client.connect(parts.hostname, parts.port or (8883 if parts.scheme == "mqtts" else 1883), keepalive=30)
@@ -190,6 +224,8 @@ def mqtt_publish(broker_url: str, topic: str, payload: str, retain: bool = False
             raise DeliveryError(f"the broker at {where} did not answer within {timeout:g}s")
         if refused:
             raise DeliveryError(f"the broker at {where} refused the connection: {refused[0]}")
+        if state_topic and not subscribed.wait(timeout):
+            raise DeliveryError(f"the broker at {where} did not confirm the subscription to {state_topic}")
         info = client.publish(topic, payload, qos=1, retain=retain)
         try:
             info.wait_for_publish(timeout)
@@ -197,7 +233,16 @@ def mqtt_publish(broker_url: str, topic: str, payload: str, retain: bool = False
             raise DeliveryError(f"publish to {topic} failed: {exc}") from exc
         if not info.is_published():
             raise DeliveryError(f"the broker at {where} did not acknowledge {topic} within {timeout:g}s")
-        return f"published {payload!r} to {topic} on {where}"
+        answer = f"published {payload!r} to {topic} on {where}"
+        if state_topic and on is not None:
+            if not reported.wait(timeout):
+                heard = f" (it said {', '.join(repr(text) for text in seen[-3:])})" if seen else ""
+                raise NotConfirmed(
+                    f"{answer}, but the device did not report {'ON' if on else 'OFF'} on {state_topic} "
+                    f"within {timeout:g}s{heard}"
+                )
+            answer += f"; the device reported {'ON' if on else 'OFF'} on {state_topic}"
+        return answer
     finally:
         client.disconnect()
         client.loop_stop()

@@ -3,7 +3,9 @@ the grower is told once, and confirmed outputs are kept alive. Against a real HT
 
 from __future__ import annotations
 
+import threading
 import time
+import uuid
 from datetime import datetime, timedelta
 
 import pytest
@@ -229,3 +231,65 @@ def test_a_database_error_in_the_middle_of_a_decision_leaves_nothing_half_made(e
     settled(engine)
     rule.refresh_from_db()
     assert rule.phase == "triggered" and Output.objects.get(pk=heater.pk).is_on is True and plug.state is True
+
+
+class FakeTasmota:
+    """A Tasmota plug on the real broker: takes cmnd/<topic>/POWER, reports stat/<topic>/POWER
+    (unless `silent`: a plug that is off the Wi-Fi while the broker still takes the command)."""
+
+    def __init__(self, topic: str, silent: bool = False) -> None:
+        import paho.mqtt.client as mqtt
+
+        from tests.peers import BROKER
+
+        self.topic, self.silent, self.state = topic, silent, False
+        subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"cmnd/{topic}/POWER", qos=1)
+        self.client.on_subscribe = lambda *args: subscribed.set()
+        self.client.on_message = self._command
+        self.client.connect(*BROKER)
+        self.client.loop_start()
+        assert subscribed.wait(10), "could not subscribe on the broker"
+        # An old retained state: "ON" for the silent plug, which must not pass for its answer.
+        self.client.publish(f"stat/{topic}/POWER", "ON" if silent else "OFF", qos=1, retain=True).wait_for_publish(5)
+
+    def _command(self, client, userdata, message) -> None:
+        self.state = message.payload.decode().upper() == "ON"
+        if not self.silent:
+            client.publish(f"stat/{self.topic}/POWER", "ON" if self.state else "OFF", qos=1)
+
+    def close(self) -> None:
+        self.client.publish(f"stat/{self.topic}/POWER", b"", qos=1, retain=True)  # clear the retained state
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["reports", "silent"])
+def test_an_mqtt_output_with_a_state_topic_is_confirmed_by_the_state_the_device_publishes(engine, silent):
+    from tests.peers import broker_or_skip
+
+    host, port = broker_or_skip()
+    topic = f"greenhouse-test-{uuid.uuid4().hex[:8]}"
+    device = FakeTasmota(topic, silent=silent)
+    try:
+        relay = Output(
+            name="Relay",
+            transport="mqtt",
+            mqtt_broker=f"mqtt://{host}:{port}",
+            mqtt_topic=f"cmnd/{topic}/POWER",
+            mqtt_state_topic=f"stat/{topic}/POWER",
+        )
+        relay.full_clean()
+        relay.save()
+        engine.command(relay, True, "frost")
+        settled(engine)
+        relay.refresh_from_db()
+        wait_until(lambda: device.state is True, what="the command on the broker")
+        assert relay.confirmed is not silent  # a retained state from before never counts
+        if silent:
+            assert "the device did not report ON on stat/" in relay.last_error
+        else:
+            assert relay.last_error == ""
+    finally:
+        device.close()
