@@ -99,8 +99,11 @@ def write_batch(batch: Batch) -> int:
 def _unstored_part(batch: Batch) -> Batch:
     """The batch without the minutes its journal marks say are stored; the marks moved on to the batch's."""
     journal = batch.journal
+    # A range, not an IN list: a replayed batch can span thousands of minutes (SQLite's variable limit).
     stored = dict(
-        JournalMark.objects.filter(journal=journal, minute__in=list(batch.marks)).values_list("minute", "seq")
+        JournalMark.objects.filter(
+            journal=journal, minute__gte=min(batch.marks), minute__lte=max(batch.marks)
+        ).values_list("minute", "seq")
     )
     done = {minute for minute, seq in batch.marks.items() if stored.get(minute, 0) >= seq}
     marks = [JournalMark(journal=journal, minute=minute, seq=seq) for minute, seq in batch.marks.items()]
@@ -126,6 +129,11 @@ def _unstored_part(batch: Batch) -> Batch:
     kept.sensors = batch.sensors if kept.buckets else {}
     kept.marks = {minute: seq for minute, seq in batch.marks.items() if minute not in done}
     return kept
+
+
+def forget_journal(journal: str) -> None:
+    """Delete the marks of a journal that was replayed and removed."""
+    JournalMark.objects.filter(journal=journal).delete()
 
 
 def newest_journal_mark(journal: str) -> int:

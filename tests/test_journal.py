@@ -166,3 +166,50 @@ def test_numbering_moves_past_the_newest_mark_the_database_has(tmp_path):
     journal.advance_past(41)
     journal.entries.append((1_764_000_100.0, "192.0.2.7", LINE, RAW))
     assert journal.cut() == 42
+
+
+def test_a_full_disk_never_keeps_stored_segments_on_it(tmp_path, caplog):
+    """The record number cannot be saved (ENOSPC): every stored segment but the newest still goes."""
+    journal, _ = Journal.open(tmp_path, segment_seconds=0)
+    for seq in (1, 2, 3):
+        journal.write_records([record(seq)])
+    (journal.directory / "seq.tmp").symlink_to("/dev/full")
+    journal.committed(3)
+    journal._delete_committed()
+    assert [path.name for path in journal.directory.glob("*.seg")] == [f"{3:020d}.seg"]
+    assert "cannot save its record number" in caplog.text
+
+
+def test_a_failed_write_leaves_no_empty_segment_behind(tmp_path):
+    journal, _ = Journal.open(tmp_path)
+    journal.write_records([record(1)])
+    for seq in (2, 3, 4):
+        journal._close_file()
+        (journal.directory / f"{seq:020d}.seg").symlink_to("/dev/full")
+        journal.write_records([record(seq)])
+    assert sorted(path.name for path in journal.directory.glob("*.seg")) == [f"{1:020d}.seg"]
+    assert len(journal._segments) == 1
+
+
+def test_a_stop_with_nothing_new_does_not_wait_for_the_journal(tmp_path):
+    journal, _ = Journal.open(tmp_path)
+    journal.write_records([record(1)])
+    journal.stop()
+    again, _ = Journal.open(tmp_path)
+    again.start()
+    started = time.monotonic()
+    assert again.sync(2.0)
+    assert time.monotonic() - started < 0.5
+    again.stop()
+
+
+def test_a_replayed_journal_is_renamed_away_while_locked_then_removed(tmp_path):
+    from sensors.ingest.journal import retire
+
+    first, _ = Journal.open(tmp_path)
+    first.stop()
+    mine, _ = Journal.open(tmp_path / "x")  # another base: nothing to do with the first
+    mine.stop()
+    dead, _ = Journal.open(tmp_path)
+    retire(dead)
+    assert list(tmp_path.iterdir()) == [tmp_path / "x"]

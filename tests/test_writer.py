@@ -200,3 +200,20 @@ def test_an_outage_leaves_the_batches_to_the_journal_and_they_are_written_once_w
     writer.submit(journaled_batch(journal, [800], at=MINUTE + 241.0))  # live again, after the replay
     assert writer.write_pending() is True
     assert stored_soil() == (6, 600 + 601 + 701 + 702 + 703 + 800)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_batches_beyond_the_memory_bound_are_left_to_the_journal_not_dropped(tmp_path):
+    """A store that blocks for long (a lock wait) lets batches queue up beyond the bound: those the
+    journal holds are replayed from it, none is dropped while its marks say stored."""
+    from sensors import storage
+    from sensors.ingest.journal import Journal
+
+    journal, _ = Journal.open(tmp_path)
+    writer = Writer(storage.write_batch, journal=journal, load_marks=storage.journal_marks, max_pending_buckets=3)
+    for minute in range(4):  # 3 buckets each: the first fills the bound
+        writer.submit(journaled_batch(journal, [600 + minute], at=MINUTE + 60 * minute + 1.0))
+    while not writer.write_pending():
+        pass
+    assert writer.dropped_samples == 0 and writer.forgotten_samples > 0
+    assert stored_soil() == (4, 600 + 601 + 602 + 603)

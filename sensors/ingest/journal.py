@@ -198,7 +198,7 @@ class Journal:
         """
         try:
             base.mkdir(parents=True, exist_ok=True)
-            candidates = sorted(path for path in base.iterdir() if path.is_dir())
+            candidates = sorted(path for path in base.iterdir() if path.is_dir() and not path.name.startswith("."))
         except OSError as exc:
             raise JournalError(f"cannot use the journal directory {base}: {exc.strerror or exc}") from exc
         free: list[Journal] = []
@@ -265,14 +265,14 @@ class Journal:
             segment.earliest = min(stamps, default=segment.earliest)
             self._segments.append(segment)
             self.last_seq = max(self.last_seq, segment.last_seq)
-        self._synced_through = self.last_seq
+        self._synced_through = self._handled = self.last_seq
 
     # --- the ingest thread ---------------------------------------------------------
     def advance_past(self, seq: int) -> None:
         """Number new records after `seq` (the newest mark the database has for this journal)."""
         if seq > self.last_seq:
             logger.warning("journal %s: the database has marks up to record %d; numbering on from there", self.id, seq)
-            self.last_seq = self._synced_through = seq
+            self.last_seq = self._synced_through = self._handled = seq
 
     def cut(self) -> int:
         """Close the record being filled (if any) and queue it for the disk; return the newest seq."""
@@ -471,7 +471,11 @@ class Journal:
         self.write_errors += 1
         segment = self._segments[-1] if self._segments else None
         self._close_file()
-        if segment is not None:
+        if segment is not None and segment.size == 0:  # nothing good in it: do not leave an empty file
+            _unlink(segment.path)
+            with self._lock:
+                self._segments.remove(segment)
+        elif segment is not None:
             try:
                 os.truncate(segment.path, segment.size)
             except OSError:
@@ -514,8 +518,14 @@ class Journal:
         try:
             self._save_seq(max(self.last_seq, max(segment.last_seq for segment in doomed)))
         except OSError as exc:
-            logger.error("journal %s: cannot save its record number (%s); keeping its segments", self.id, exc)
-            return
+            # A full disk must not keep stored data on it: delete all but the newest segment,
+            # whose name and records still carry the highest number.
+            newest = max(doomed, key=lambda segment: segment.last_seq)
+            doomed = [segment for segment in doomed if segment is not newest]
+            if self._log_limiter.allow("seq"):
+                logger.error("journal %s: cannot save its record number (%s); keeping its newest segment", self.id, exc)
+            if not doomed:
+                return
         if self._segments and doomed[-1] is self._segments[-1]:
             self._close_file()
         for segment in doomed:
@@ -578,14 +588,23 @@ def _try_lock(path: Path) -> int | None:
     return fd
 
 
-def remove_directory(path: Path) -> None:
-    """Delete a replayed journal directory (its segments, then the lock file and the directory)."""
-    for child in path.iterdir():
+def retire(journal: Journal) -> None:
+    """Delete a replayed journal: renamed away while still locked (so no starting collector can take
+    it in between), then unlocked and removed."""
+    gone = journal.directory.with_name(f".removed-{journal.id}")
+    try:
+        journal.directory.rename(gone)
+    except OSError as exc:
+        logger.warning("cannot remove the replayed journal %s (%s)", journal.directory, exc)
+        journal.stop()
+        return
+    journal.stop()
+    for child in gone.iterdir():
         _unlink(child)
     try:
-        path.rmdir()
+        gone.rmdir()
     except OSError as exc:
-        logger.warning("cannot remove the replayed journal %s (%s)", path, exc)
+        logger.warning("cannot remove the replayed journal %s (%s)", gone, exc)
 
 
 def _unlink(path: Path) -> None:

@@ -204,6 +204,14 @@ class Writer:
         self.rows_written += rows
         return False
 
+    def _forget(self, batch: Batch) -> None:
+        """Leave one batch (on the journal's disk) to a replay, before anything newer is written."""
+        bounds = self._catch_up or Bounds()
+        for minute, seq in batch.marks.items():
+            bounds.extend((minute,), seq)
+        self.forgotten_samples += batch.sample_count
+        self._catch_up, self._replay, self._replay_batch = bounds, None, None
+
     def _leave_to_journal(self) -> None:
         """Forget the failed batch and those behind it once the journal holds them all on disk."""
         held = [batch for batch in (self._pending, self._waiting) if batch is not None]
@@ -272,7 +280,16 @@ class Writer:
 
     def _merge_into(self, target: Batch | None, batch: Batch) -> None:
         assert target is not None
-        dropped = target.merge(batch, self.max_pending_buckets)
+        bound = self.max_pending_buckets
+        if (
+            self.journal is not None
+            and bound is not None
+            and len(target.buckets) + len(batch.buckets) > bound
+            and self.journal.covers(batch.seq)
+        ):
+            self._forget(batch)  # on the journal's disk: replayed from there, never dropped
+            return
+        dropped = target.merge(batch, bound)
         if dropped:
             self.dropped_samples += dropped
             logger.error(

@@ -17,12 +17,16 @@ from greenhouse_site.startup import raise_file_limit, require_migrated
 from sensors import storage
 from sensors.ingest import replay
 from sensors.ingest.collector import Collector, CollectorConfig, KnownSensors
-from sensors.ingest.journal import Journal, JournalError, remove_directory
+from sensors.ingest.journal import Journal, JournalError, retire
 from sensors.ingest.listener import BindError
 from sensors.ingest.writer import Writer
 from sensors.retention import RetentionThread
 
 logger = logging.getLogger("sensors.collect")
+
+# A long replay (days of an outage) must not keep the boards out: after this, listen and let the
+# writer thread finish it.
+REPLAY_BEFORE_LISTENING_SECONDS = 15.0
 
 
 def offset_clock(start: float) -> Callable[[], float]:
@@ -230,9 +234,13 @@ class Command(BaseCommand):
             logger.warning("cannot replay the journal %s yet (%s); leaving it for the next start", other.directory, exc)
             other.stop()
             return
-        other.stop()
-        remove_directory(other.directory)
-        logger.info("replayed %d batches from the journal %s left by an earlier collector", count, other.directory)
+        directory = other.directory
+        retire(other)
+        try:  # its marks are no longer needed: nobody will write that journal again
+            storage.forget_journal(other.id)
+        except DatabaseError as exc:
+            logger.warning("cannot delete the marks of the replayed journal %s (%s)", other.id, exc)
+        logger.info("replayed %d batches from the journal %s left by an earlier collector", count, directory)
 
     def replay_earlier_run(self, writer: Writer, journal: Journal) -> None:
         """Before listening: write what this journal holds that the database does not (a crash, an outage)."""
@@ -240,7 +248,14 @@ class Command(BaseCommand):
             return
         writer.replay_journal(journal.last_seq)
         logger.info("journal %s: replaying records up to %d before listening", journal.directory, journal.last_seq)
-        while writer.catching_up and not writer.last_failed:
+        deadline = time.monotonic() + REPLAY_BEFORE_LISTENING_SECONDS
+        while writer.catching_up and not writer.last_failed and time.monotonic() < deadline:
             writer.write_pending()
-        if writer.catching_up:
+        if writer.catching_up and writer.last_failed:
             logger.warning("journal %s: the database is not available; the replay goes on when it is back", journal.id)
+        elif writer.catching_up:
+            logger.warning(
+                "journal %s: still replaying after %gs; listening now, the writer goes on with it",
+                journal.id,
+                REPLAY_BEFORE_LISTENING_SECONDS,
+            )
