@@ -201,3 +201,13 @@ def test_the_dashboard_reads_at_a_glance_in_chromium(browser, live_server, bench
         assert page.evaluate("document.documentElement.scrollWidth") <= width  # nothing scrolls sideways
     finally:
         connections.close_all()
+
+
+def test_names_and_labels_on_the_cards_and_the_comparison_table_are_escaped(admin_client, bench):
+    """The cards are built in Python (sensors/templatetags/dashboard.py): a hostile name stays text."""
+    hostile = '<img src=x onerror="alert(1)">&"\''
+    Sensor.objects.filter(pk=bench["warm"].pk).update(name=hostile)
+    page = admin_client.get("/?partial=1").content.decode()
+    assert hostile not in page and "<img" not in page
+    escaped = "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;&amp;&quot;&#x27;"
+    assert page.count(escaped) == 2  # its card and its row in the location's table

@@ -1,0 +1,71 @@
+"""The dashboard's repeated fragments as HTML built in Python, every text escaped.
+
+A greenhouse of 200 sensors puts 1,000 values on the dashboard, refreshed every 30 s by every
+open tab. Rendered node by node by the template engine that cost most of the request; built
+here with the standard library's `html.escape` (what Django's `escape` does, without its lazy
+wrapper, which cost more than the escaping) it is a few milliseconds. The page's structure
+stays in the templates (`_dashboard_body.html`); only a card and a comparison row are made here.
+Every value from the database or a person (names, labels) goes through `_e`.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from django import template
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateformat import format as format_date
+from django.utils.safestring import SafeString, mark_safe
+
+from sensors.web.dashboard import LocationCard, SensorCard, ShownValue
+
+register = template.Library()
+
+
+def _e(text: object) -> str:
+    return escape(str(text), quote=True)
+
+
+def _value(value: ShownValue) -> str:
+    trend = (
+        f' <span class="trend {_e(value.trend)}" title="{_e(value.change_text)}">{_e(value.arrow)}</span>'
+        if value.trend
+        else ""
+    )
+    metric = _e(value.metric)
+    return (
+        f'<dt>{_e(value.label)}</dt><dd class="value metric-{metric}" data-metric="{metric}">{_e(value.text)}'
+        f'{trend} <time class="age" datetime="{_e(value.received_at.isoformat())}">{_e(value.age)}</time></dd>'
+    )
+
+
+@register.simple_tag
+def sensor_card(card: SensorCard) -> SafeString:
+    """One sensor's card: its name (a link to its page), online or since when not, its values."""
+    if card.online:
+        badge = '<span class="badge ok">online</span>'
+    elif card.offline_since is not None:
+        since = format_date(timezone.localtime(card.offline_since), "M j, H:i")
+        badge = f'<span class="badge stale">offline since {_e(since)}</span>'
+    else:
+        badge = '<span class="badge stale">never reported</span>'
+    values = "".join(_value(value) for value in card.values) or "<dt>no readings yet</dt>"
+    state = "online" if card.online else "offline"
+    link = _e(reverse("sensor", args=[card.sensor.mac]))
+    return mark_safe(
+        f'<li class="sensor {state}"><a href="{link}">{_e(card.sensor.display_name)}</a> {badge}<dl>{values}</dl></li>'
+    )
+
+
+@register.simple_tag
+def comparison_rows(group: LocationCard) -> SafeString:
+    """The rows of a location's side-by-side table: a sensor each, a cell per metric."""
+    rows = []
+    for card, cells in group.rows:
+        tds = "".join(
+            f'<td data-label="{_e(cell.label)}">{_e(cell.text)}</td>' if cell else "<td></td>" for cell in cells
+        )
+        offline = "" if card.online else ' class="offline"'
+        rows.append(f'<tr{offline}><th scope="row">{_e(card.sensor.display_name)}</th>{tds}</tr>')
+    return mark_safe("\n".join(rows))
