@@ -187,15 +187,6 @@ class ReadingQuerySet(models.QuerySet):
     def for_metric(self, metric: str) -> ReadingQuerySet:
         return self.filter(metric=metric)
 
-    def with_location_name(self) -> ReadingQuerySet:
-        """Annotate `location_name`: where the sensor stood when each minute started."""
-        placement = Placement.objects.filter(
-            models.Q(end__isnull=True) | models.Q(end__gt=models.OuterRef("start")),
-            sensor=models.OuterRef("sensor"),
-            start__lte=models.OuterRef("start"),
-        ).order_by("-start")
-        return self.annotate(location_name=models.Subquery(placement.values("location__name")[:1]))
-
     def placed_in(self, location: Location) -> ReadingQuerySet:
         """Readings taken while their sensor stood in `location` (placement valid at each minute)."""
         return self.filter(
