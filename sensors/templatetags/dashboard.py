@@ -28,20 +28,32 @@ def _e(text: object) -> str:
 
 
 def _value(value: ShownValue) -> str:
+    # trend, arrow and age are this module's own words, received_at an ISO time: only the rest is escaped.
     trend = (
-        f' <span class="trend {_e(value.trend)}" title="{_e(value.change_text)}">{_e(value.arrow)}</span>'
+        f' <span class="trend {value.trend}" title="{_e(value.change_text)}">{value.arrow}</span>'
         if value.trend
         else ""
     )
     metric = _e(value.metric)
     return (
         f'<dt>{_e(value.label)}</dt><dd class="value metric-{metric}" data-metric="{metric}">{_e(value.text)}'
-        f'{trend} <time class="age" datetime="{_e(value.received_at.isoformat())}">{_e(value.age)}</time></dd>'
+        f'{trend} <time class="age" datetime="{value.received_at.isoformat()}">{value.age}</time></dd>'
     )
 
 
-@register.simple_tag
-def sensor_card(card: SensorCard) -> SafeString:
+_MAC_SLOT = "00:00:00:00:00:00"
+
+
+def _sensor_url(context: template.Context) -> str:
+    """The sensor page's URL with a MAC to replace: reversed once a render, not once a card."""
+    cache = context.render_context
+    if "sensor_url" not in cache:
+        cache["sensor_url"] = reverse("sensor", args=[_MAC_SLOT])
+    return cache["sensor_url"]
+
+
+@register.simple_tag(takes_context=True)
+def sensor_card(context: template.Context, card: SensorCard) -> SafeString:
     """One sensor's card: its name (a link to its page), online or since when not, its values."""
     if card.online:
         badge = '<span class="badge ok">online</span>'
@@ -52,7 +64,7 @@ def sensor_card(card: SensorCard) -> SafeString:
         badge = '<span class="badge stale">never reported</span>'
     values = "".join(_value(value) for value in card.values) or "<dt>no readings yet</dt>"
     state = "online" if card.online else "offline"
-    link = _e(reverse("sensor", args=[card.sensor.mac]))
+    link = _e(_sensor_url(context).replace(_MAC_SLOT, card.sensor.mac))
     return mark_safe(
         f'<li class="sensor {state}"><a href="{link}">{_e(card.sensor.display_name)}</a> {badge}<dl>{values}</dl></li>'
     )
