@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import islice
@@ -253,6 +253,17 @@ def _rolled_up(seconds: int) -> str:
     )
 
 
+def _execute_values(statement: Callable[[str], str], rows: Iterable[tuple], columns: int) -> int:
+    """Run `statement(VALUES list)` over `rows` in chunks that fit the database's bound on
+    parameters (`merge_rows_per_statement`); return the rows sent."""
+    sent = 0
+    with connection.cursor() as cursor:
+        for chunk in _chunks(rows, merge_rows_per_statement(columns)):
+            cursor.execute(statement(_values_list(len(chunk), columns)), [value for row in chunk for value in row])
+            sent += len(chunk)
+    return sent
+
+
 def merge_rows_per_statement(columns: int = MERGE_COLUMNS) -> int:
     """500 rows, or fewer where SQLite was built with a low bound on SQL variables (999 before 3.32)."""
     if connection.vendor != "sqlite":
@@ -283,12 +294,9 @@ def merge_readings(
     """Add buckets into the stored rows of `model` (insert or merge); return rows written."""
     if connection.vendor != "sqlite":
         return _merge_by_copy(model, _rows_of(sensor_ids, buckets, model))
-    written = 0
-    with connection.cursor() as cursor:
-        for chunk in _chunks(_rows_of(sensor_ids, buckets, model), merge_rows_per_statement()):
-            cursor.execute(_merge_sql(model, _values_list(len(chunk))), [value for row in chunk for value in row])
-            written += len(chunk)
-    return written
+    return _execute_values(
+        lambda values: _merge_sql(model, values), _rows_of(sensor_ids, buckets, model), MERGE_COLUMNS
+    )
 
 
 def _merge_by_copy(
@@ -396,11 +404,7 @@ def merge_current(sensor_ids: dict, buckets: Iterable[tuple[BucketKey, Bucket]],
                 start_field.get_db_prep_value(_utc(arrived), connection),
             )
         )
-    with connection.cursor() as cursor:
-        for chunk in _chunks(rows, merge_rows_per_statement(CURRENT_COLUMNS)):
-            source = _values_list(len(chunk), CURRENT_COLUMNS)
-            cursor.execute(_current_merge_sql(source), [value for row in chunk for value in row])
-    return len(rows)
+    return _execute_values(_current_merge_sql, rows, CURRENT_COLUMNS)
 
 
 def _current_from_merge_table() -> str:
@@ -438,16 +442,16 @@ def merge_live(sensor_ids: dict[str, int], batch: Batch) -> None:
         for (mac, name), live in batch.live.items()
         if mac in sensor_ids
     ]
-    with connection.cursor() as cursor:
-        for chunk in _chunks(rows, merge_rows_per_statement(len(names))):
-            cursor.execute(
-                f"INSERT INTO {table} ({sensor}, {metric}, {value}, {received}, {minute}, {samples}) "
-                f"{_values_list(len(chunk), len(names))} "
-                f"ON CONFLICT ({sensor}, {metric}) DO UPDATE SET {value} = EXCLUDED.{value}, "
-                f"{received} = EXCLUDED.{received}, {minute} = EXCLUDED.{minute}, {samples} = EXCLUDED.{samples} "
-                f"WHERE EXCLUDED.{received} >= {table}.{received}",
-                [item for row in chunk for item in row],
-            )
+    _execute_values(
+        lambda values: (
+            f"INSERT INTO {table} ({sensor}, {metric}, {value}, {received}, {minute}, {samples}) {values} "
+            f"ON CONFLICT ({sensor}, {metric}) DO UPDATE SET {value} = EXCLUDED.{value}, "
+            f"{received} = EXCLUDED.{received}, {minute} = EXCLUDED.{minute}, {samples} = EXCLUDED.{samples} "
+            f"WHERE EXCLUDED.{received} >= {table}.{received}"
+        ),
+        rows,
+        len(names),
+    )
 
 
 def watched_macs() -> list[str]:
@@ -480,15 +484,15 @@ def record_refused(refused: dict[str, RefusedSeen]) -> None:
         )
         for address, seen in refused.items()
     ]
-    with connection.cursor() as cursor:
-        for chunk in _chunks(rows, merge_rows_per_statement(len(names))):
-            cursor.execute(
-                f"INSERT INTO {table} ({mac}, {reason}, {lines}, {first}, {last}, {peer}) "
-                f"{_values_list(len(chunk), len(names))} "
-                f"ON CONFLICT ({mac}) DO UPDATE SET {lines} = {table}.{lines} + EXCLUDED.{lines}, "
-                f"{reason} = EXCLUDED.{reason}, {last} = EXCLUDED.{last}, {peer} = EXCLUDED.{peer}",
-                [value for row in chunk for value in row],
-            )
+    _execute_values(
+        lambda values: (
+            f"INSERT INTO {table} ({mac}, {reason}, {lines}, {first}, {last}, {peer}) {values} "
+            f"ON CONFLICT ({mac}) DO UPDATE SET {lines} = {table}.{lines} + EXCLUDED.{lines}, "
+            f"{reason} = EXCLUDED.{reason}, {last} = EXCLUDED.{last}, {peer} = EXCLUDED.{peer}"
+        ),
+        rows,
+        len(names),
+    )
 
 
 def stored_metrics() -> dict[str, set[str]]:
