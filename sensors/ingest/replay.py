@@ -32,8 +32,9 @@ class Bounds:
     def limit(self, minute: int) -> int:
         return max(self.through, self.minutes.get(minute, 0))
 
-    def extend(self, minutes: Iterable[int], seq: int) -> None:
-        for minute in minutes:
+    def extend(self, marks: dict[int, int]) -> None:
+        """Reach at least as far as a batch's `marks` (minute -> seq): what memory forgot of it."""
+        for minute, seq in marks.items():
             if self.minutes.get(minute, 0) < seq:
                 self.minutes[minute] = seq
 

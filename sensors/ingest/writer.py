@@ -207,29 +207,23 @@ class Writer:
     def _forget(self, batch: Batch) -> None:
         """Leave one batch (on the journal's disk) to a replay, before anything newer is written."""
         bounds = self._catch_up or Bounds()
-        for minute, seq in batch.marks.items():
-            bounds.extend((minute,), seq)
+        bounds.extend(batch.marks)
         self.forgotten_samples += batch.sample_count
-        self._catch_up, self._replay, self._replay_batch = bounds, None, None
+        self._catch_up, self._replay, self._replay_batch = bounds, None, None  # the replay starts over
 
     def _leave_to_journal(self) -> None:
         """Forget the failed batch and those behind it once the journal holds them all on disk."""
         held = [batch for batch in (self._pending, self._waiting) if batch is not None]
         if self.journal is None or not held or not self.journal.covers(max(batch.seq for batch in held)):
             return
-        bounds = self._catch_up or Bounds()
-        for batch in held:
-            for minute, seq in batch.marks.items():
-                bounds.extend((minute,), seq)
-        samples = sum(batch.sample_count for batch in held)
         if self._catch_up is None:
             logger.warning(
                 "journal %s: %d samples left to the journal until the database is back (memory stays small)",
                 self.journal.id,
-                samples,
+                sum(batch.sample_count for batch in held),
             )
-        self.forgotten_samples += samples
-        self._catch_up, self._replay, self._replay_batch = bounds, None, None
+        for batch in held:
+            self._forget(batch)
         self._pending, self._waiting, self._attempted = None, None, False
 
     def _bound_reached(self) -> bool:
