@@ -237,8 +237,9 @@ class Engine:
         """An event and a message to the grower by every configured channel (after commit)."""
         event = self._event(Event.Kind.NOTIFICATION, output, text, now)
         send = lambda: self.tell_people(f"[Greenhouse] {output.name}", text)  # noqa: E731
-        job = Job(f"alert:{event.pk}", send, event.pk, settings.CONTROL_COMMAND_ATTEMPTS, supersedable=False)
-        transaction.on_commit(lambda: self.dispatcher.submit(job))
+        self._submit_after_commit(
+            Job(f"alert:{event.pk}", send, event.pk, settings.CONTROL_COMMAND_ATTEMPTS, supersedable=False)
+        )
 
     def notify(self, rule: Rule, message: str, observation: rules.Observation, now: datetime) -> None:
         """One event and one job per channel (e-mail, webhook) the rule's notifications go to."""
@@ -272,6 +273,7 @@ class Engine:
             self._submit_after_commit(Job(f"hook:{event.pk}", send, event.pk, attempts, supersedable=False))
 
     def _submit_after_commit(self, job: Job) -> None:
+        """What a decision sends goes out only once its transaction has committed (at once outside one)."""
         transaction.on_commit(lambda: self.dispatcher.submit(job))
 
     @staticmethod
