@@ -186,7 +186,8 @@ class Journal:
         self._failed: list[int] = []  # seqs of records that never reached the disk
         self._log_limiter = LogLimiter(1, 60.0)
         self._thread: threading.Thread | None = None
-        self._idle = threading.Condition()
+        self._idle = threading.Condition()  # signalled as records are handled (sync waits on it)
+        self._handled = 0  # the newest seq written or dropped (journal thread; read under _idle)
 
     # --- opening -------------------------------------------------------------------
     @classmethod
@@ -359,8 +360,6 @@ class Journal:
                 os.close(self._lock_fd)
                 self._lock_fd = None
         return ended
-
-    _handled = 0  # the newest seq written or dropped (journal thread; read under _idle)
 
     def write_records(self, records: list[Record]) -> None:
         """Append records to the current segment and fsync once (one step of the thread; tests call it)."""
