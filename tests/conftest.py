@@ -80,6 +80,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # --- login throttling -----------------------------------------------------------------------
+@pytest.fixture
+def postgres_proxy() -> Iterator[tuple]:
+    """A TCP proxy in front of the PostgreSQL under test, and a DATABASE_URL through it: a test can
+    cut the database off (`proxy.cut()`) and bring it back (`proxy.restore()`)."""
+    from django.db import connection
+
+    from tests.tcp_proxy import TcpProxy
+
+    if connection.vendor != "postgresql":  # `pytest` without `-m "not postgres"` on SQLite
+        pytest.skip("needs DATABASE_URL to name PostgreSQL")
+    settings_dict = connection.settings_dict
+    port = int(settings_dict["PORT"] or 5432)
+    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", port)).start()
+    try:
+        yield proxy, database_url().replace(f":{port}/", f":{proxy.port}/")
+    finally:
+        proxy.close()
+
+
 @pytest.fixture(autouse=True)
 def journal_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Each test's collectors keep their journal in the test's own directory (inherited through

@@ -16,7 +16,7 @@ import pytest
 from django.db import connection
 
 from sensors.models import Reading
-from tests.conftest import a_minute_ago, database_url, manage_env
+from tests.conftest import a_minute_ago, manage_env
 from tests.peers import wait_until
 from tests.seed import assert_rollups_match_minutes
 from tests.test_collect_command import CLOCK, FAST, MINUTE, Expected, connect, exported, firmware_lines
@@ -138,34 +138,27 @@ def test_a_collector_stopped_during_an_outage_writes_everything_once_after_the_r
 
 
 @pytest.mark.postgres
-def test_a_collector_killed_while_postgresql_is_cut_off_writes_everything_once_after_the_restart(start_collector):
-    from tests.tcp_proxy import TcpProxy
-
-    if connection.vendor != "postgresql":
-        pytest.skip("needs DATABASE_URL to name PostgreSQL")
-    settings_dict = connection.settings_dict
-    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))).start()
-    try:
-        url = database_url().replace(f":{settings_dict['PORT'] or 5432}/", f":{proxy.port}/")
-        collector = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
-        expected = Expected()
-        with connect(collector.port) as sock:
-            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:02", 3, seed=1, expected=expected)))
-            wait_until(lambda: exported() == expected.rows(MINUTE), timeout=10, what="the first write")
-            proxy.cut()
-            for round_ in range(6):
-                sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:02", 3, seed=10 + round_, expected=expected)))
-                time.sleep(0.5)
-            time.sleep(SYNC + MARGIN)
-            collector.process.kill()
-            collector.process.wait(10)
-        proxy.restore()
-        second = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
-        assert exported() == expected.rows(MINUTE)
-        assert second.stop() == 0
-        assert exported() == expected.rows(MINUTE)
-    finally:
-        proxy.close()
+def test_a_collector_killed_while_postgresql_is_cut_off_writes_everything_once_after_the_restart(
+    start_collector, postgres_proxy
+):
+    proxy, url = postgres_proxy
+    collector = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
+    expected = Expected()
+    with connect(collector.port) as sock:
+        sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:02", 3, seed=1, expected=expected)))
+        wait_until(lambda: exported() == expected.rows(MINUTE), timeout=10, what="the first write")
+        proxy.cut()
+        for round_ in range(6):
+            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:02", 3, seed=10 + round_, expected=expected)))
+            time.sleep(0.5)
+        time.sleep(SYNC + MARGIN)
+        collector.process.kill()
+        collector.process.wait(10)
+    proxy.restore()
+    second = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
+    assert exported() == expected.rows(MINUTE)
+    assert second.stop() == 0
+    assert exported() == expected.rows(MINUTE)
 
 
 def test_a_torn_last_record_is_cut_with_one_log_line_and_the_records_before_it_replayed(start_collector, journal_dir):
@@ -270,33 +263,22 @@ class CollectorStarting:
 
 # --- a COMMIT whose answer is lost ----------------------------------------------------------------
 @pytest.mark.postgres
-def test_a_commit_cut_off_by_the_proxy_before_its_answer_is_not_counted_twice(start_collector):
-    from tests.tcp_proxy import TcpProxy
-
-    if connection.vendor != "postgresql":
-        pytest.skip("needs DATABASE_URL to name PostgreSQL")
-    settings_dict = connection.settings_dict
-    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))).start()
-    try:
-        url = database_url().replace(f":{settings_dict['PORT'] or 5432}/", f":{proxy.port}/")
-        collector = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
-        expected = Expected()
-        proxy.cut_after_sending(b"Q\x00\x00\x00\x0bCOMMIT\x00")  # psycopg's COMMIT, as a simple query
-        with connect(collector.port) as sock:
-            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:05", 4, seed=5, expected=expected)))
-            wait_until(lambda: proxy.cuts_after == 1, timeout=10, what="the cut after COMMIT")
-            wait_until(lambda: exported() == expected.rows(MINUTE), timeout=15, what="the retried write")
-            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:05", 2, seed=6, expected=expected)))
-            wait_until(lambda: exported() == expected.rows(MINUTE), timeout=15, what="the next write")
-        assert collector.stop() == 0
-        assert exported() == expected.rows(MINUTE)
-        # The COMMIT had gone through: the retry from memory, or the replay, skipped what it stored.
-        skipped = [
-            int(n) for n in re.findall(r"(\d+) entries skipped as the database already had them", collector.output)
-        ]
-        assert "were stored by an earlier attempt" in collector.output or max(skipped, default=0) > 0
-    finally:
-        proxy.close()
+def test_a_commit_cut_off_by_the_proxy_before_its_answer_is_not_counted_twice(start_collector, postgres_proxy):
+    proxy, url = postgres_proxy
+    collector = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
+    expected = Expected()
+    proxy.cut_after_sending(b"Q\x00\x00\x00\x0bCOMMIT\x00")  # psycopg's COMMIT, as a simple query
+    with connect(collector.port) as sock:
+        sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:05", 4, seed=5, expected=expected)))
+        wait_until(lambda: proxy.cuts_after == 1, timeout=10, what="the cut after COMMIT")
+        wait_until(lambda: exported() == expected.rows(MINUTE), timeout=15, what="the retried write")
+        sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:20:05", 2, seed=6, expected=expected)))
+        wait_until(lambda: exported() == expected.rows(MINUTE), timeout=15, what="the next write")
+    assert collector.stop() == 0
+    assert exported() == expected.rows(MINUTE)
+    # The COMMIT had gone through: the retry from memory, or the replay, skipped what it stored.
+    skipped = [int(n) for n in re.findall(r"(\d+) entries skipped as the database already had them", collector.output)]
+    assert "were stored by an earlier attempt" in collector.output or max(skipped, default=0) > 0
 
 
 # --- a journal that fills up ------------------------------------------------------------------------

@@ -31,15 +31,15 @@ def send(port: int, temperature: int, lines: int = 3) -> None:
         board.sendall(f"Soil: 612; temp: {temperature}; hum: 48; from {MAC}\n".encode() * lines)
 
 
-def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_again(
-    start_collector, start_command, plug
-):
+def frost_heater(plug: RecordingServer, *, min_samples: int = 1, **output_fields) -> Output:
+    """The north bench's sensor, a heater on `plug` (Tasmota URLs) and a rule: on below 5 °C, off above 7."""
     sensor = Sensor.objects.create(mac=MAC, name="North bench")
     heater = Output.objects.create(
         name="Heater",
         transport="http",
         http_on_url=plug.url("/cm?cmnd=Power%20On"),
         http_off_url=plug.url("/cm?cmnd=Power%20Off"),
+        **output_fields,
     )
     Rule.objects.create(
         name="Heat the north bench",
@@ -47,11 +47,18 @@ def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_ag
         metric="air_temperature",
         threshold=5,
         release=7,
-        min_samples=1,
+        min_samples=min_samples,
         output=heater,
         on_trigger="on",
         on_release="off",
     )
+    return heater
+
+
+def test_simulated_board_through_the_collector_switches_the_heater_on_and_off_again(
+    start_collector, start_command, plug
+):
+    frost_heater(plug)
     collector = start_collector("--flush-interval", "0.3", "--open-minute-interval", "0.3", "--stats-interval", "3600")
     control = start_command("control", "--interval", "0.3")
     try:
@@ -116,29 +123,6 @@ class Board(threading.Thread):
     def stop(self) -> None:
         self.stopping.set()
         self.join(5)
-
-
-def frost_heater(plug: RecordingServer, **extra) -> Output:
-    sensor = Sensor.objects.create(mac=MAC, name="North bench")
-    heater = Output.objects.create(
-        name="Heater",
-        transport="http",
-        http_on_url=plug.url("/cm?cmnd=Power%20On"),
-        http_off_url=plug.url("/cm?cmnd=Power%20Off"),
-        **extra,
-    )
-    Rule.objects.create(
-        name="Heat the north bench",
-        sensor=sensor,
-        metric="air_temperature",
-        threshold=5,
-        release=7,
-        min_samples=1,
-        output=heater,
-        on_trigger="on",
-        on_release="off",
-    )
-    return heater
 
 
 def confirmed_on() -> bool:
@@ -234,23 +218,8 @@ def test_with_default_intervals_a_frost_reaches_the_rule_within_seconds(start_co
     every 2 s, rules every 5 s): a board's sudden 20 -> 3 °C reaches the rule, and the heater, in seconds."""
     from sensors.models import LiveReading
 
-    sensor = Sensor.objects.create(mac=MAC, name="North bench")
-    heater = Output.objects.create(
-        name="Heater",
-        transport="http",
-        http_on_url=plug.url("/cm?cmnd=Power%20On"),
-        http_off_url=plug.url("/cm?cmnd=Power%20Off"),
-    )
-    Rule.objects.create(  # every field at its default but what the rule is about
-        name="Frost",
-        sensor=sensor,
-        metric="air_temperature",
-        threshold=5,
-        release=7,
-        output=heater,
-        on_trigger="on",
-        on_release="off",
-    )
+    frost_heater(plug, min_samples=Rule._meta.get_field("min_samples").default)  # every other rule field at its default
+    sensor = Sensor.objects.get(mac=MAC)
     collector = start_collector("--stats-interval", "3600")
     control = start_command("control")
     board = Board(collector.port, 20)

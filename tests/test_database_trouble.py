@@ -58,29 +58,20 @@ def test_samples_received_while_the_database_is_locked_are_written_once_it_is_fr
 
 
 @pytest.mark.postgres
-def test_postgresql_going_away_and_coming_back_loses_nothing(start_collector):
-    from tests.tcp_proxy import TcpProxy
-
-    if connection.vendor != "postgresql":  # `pytest` without `-m "not postgres"` on SQLite
-        pytest.skip("needs DATABASE_URL to name PostgreSQL")
-    settings_dict = connection.settings_dict
-    proxy = TcpProxy((settings_dict["HOST"] or "127.0.0.1", int(settings_dict["PORT"] or 5432))).start()
-    try:
-        url = database_url().replace(f":{settings_dict['PORT'] or 5432}/", f":{proxy.port}/")
-        collector = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
-        expected = Expected()
-        with connect(collector.port) as sock:
-            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=1, expected=expected)))
+def test_postgresql_going_away_and_coming_back_loses_nothing(start_collector, postgres_proxy):
+    proxy, url = postgres_proxy
+    collector = start_collector(*FAST, *CLOCK, env=manage_env(DATABASE_URL=url))
+    expected = Expected()
+    with connect(collector.port) as sock:
+        sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=1, expected=expected)))
+        time.sleep(1)
+        proxy.cut()  # PostgreSQL "stops"
+        for round_ in range(6):
+            sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=10 + round_, expected=expected)))
             time.sleep(1)
-            proxy.cut()  # PostgreSQL "stops"
-            for round_ in range(6):
-                sock.sendall(b"".join(firmware_lines("5c:cf:7f:00:00:01", 3, seed=10 + round_, expected=expected)))
-                time.sleep(1)
-            proxy.restore()  # ... and is back
-            time.sleep(4)  # the backoff reaches at most 4 s by now
-        assert exported() == expected.rows(MINUTE)
-        assert collector.stop() == 0
-        assert "keeping them and retrying" in collector.output
-        assert "database writes recovered" in collector.output
-    finally:
-        proxy.close()
+        proxy.restore()  # ... and is back
+        time.sleep(4)  # the backoff reaches at most 4 s by now
+    assert exported() == expected.rows(MINUTE)
+    assert collector.stop() == 0
+    assert "keeping them and retrying" in collector.output
+    assert "database writes recovered" in collector.output
