@@ -76,7 +76,7 @@ def main() -> int:
     print(f"flush: {args.boards} boards x 3 metrics, {version}; {machine()}")
 
     def cleanup() -> None:
-        Reading.objects.filter(sensor__mac__startswith="02:be:7c").delete()
+        Reading.objects.filter(sensor__device_id__startswith="02:be:7c").delete()
         Sensor.objects.filter(mac__startswith="02:be:7c").delete()
 
     try:
@@ -93,7 +93,7 @@ def main() -> int:
             started = time.perf_counter()
             storage.write_batch(batch)
             same_minute.append(time.perf_counter() - started)
-        stored = Reading.objects.filter(sensor__mac__startswith="02:be:7c").count()
+        stored = Reading.objects.filter(sensor__device_id__startswith="02:be:7c").count()
         assert stored == args.boards * 3 * (args.repeat + 1), stored
     finally:
         cleanup()

@@ -356,7 +356,7 @@ def create_sensors(count: int, line: Timeline) -> None:
         name = f"{location.name} probe {index // location_count + 1}" if location else f"Spare {index}"
         sensors.append(
             Sensor(
-                mac=mac_of(index),
+                device_id=mac_of(index),
                 name="" if index % 13 == 12 else name,  # a few never named: shown by MAC
                 location=location,
                 first_seen=line.rollups_from - timedelta(days=1),
@@ -383,7 +383,7 @@ def create_sensors(count: int, line: Timeline) -> None:
 def seed_sensors(line: Timeline) -> list[SeedSensor]:
     """Each sensor's value offsets (repeatable: the same for a seed and a later catch-up)."""
     result = []
-    for index, sensor in enumerate(Sensor.objects.order_by("mac")):
+    for index, sensor in enumerate(Sensor.objects.order_by("device_id")):
         rng = random.Random(index)
         offsets = tuple((name, rng.gauss(0.0, swing * 0.15), noise) for name, (_, swing, noise) in METRICS.items())
         silent = line.now - timedelta(hours=1) if index % OFFLINE_EVERY == 7 else None
@@ -413,8 +413,8 @@ def create_control(line: Timeline) -> None:
     )
     pump = Output.objects.create(name="Watering pump", transport="manual", is_on=False)
     location = Location.objects.order_by("name").first()
-    sensor = Sensor.objects.order_by("mac").first()
-    offline = Sensor.objects.order_by("mac")[7:8].first() or sensor
+    sensor = Sensor.objects.order_by("device_id").first()
+    offline = Sensor.objects.order_by("device_id")[7:8].first() or sensor
     rules = [
         Rule(
             name="Frost guard",
@@ -936,7 +936,7 @@ def code_version() -> str:
 
 def run(args: argparse.Namespace) -> int:
     sample = Sensor.objects.filter(location__isnull=False, soil_dry_raw__isnull=False, last_seen__isnull=False)
-    sensor = sample.order_by("mac").first() or Sensor.objects.order_by("mac").first()
+    sensor = sample.order_by("device_id").first() or Sensor.objects.order_by("device_id").first()
     location = Location.objects.order_by("name").first()
     password = create_user()
     connection.close()  # gunicorn gets the database to itself (SQLite: no reader held open here)
@@ -949,7 +949,7 @@ def run(args: argparse.Namespace) -> int:
         server.wait_ready()
         anonymous, grower = Browser(server.port), Browser(server.port)
         grower.log_in(USERNAME, password)
-        for figure in figures(sensor.mac, location.pk):
+        for figure in figures(sensor.device_id, location.pk):
             browser = anonymous if figure.kind == "reference" else grower
             repeat = args.csv_requests if figure.kind == "csv" else args.requests
             warmup = 1 if figure.kind == "csv" else args.warmup  # a download warms what it reads by itself

@@ -44,20 +44,20 @@ def _move_action(location: Location | None):
 
 @admin.register(Sensor)
 class SensorAdmin(admin.ModelAdmin):
-    list_display = ["display_name", "mac", "location", "last_seen", "online", "latest_values"]
-    list_filter = ["location"]
+    list_display = ["display_name", "device_id", "location", "last_seen", "online", "latest_values"]
+    list_filter = ["source", "location"]
     list_select_related = ["location"]
     list_per_page = 100
-    search_fields = ["mac", "name"]
-    readonly_fields = ["first_seen", "last_seen", "last_peer"]
+    search_fields = ["device_id", "name"]
+    readonly_fields = ["source", "first_seen", "last_seen", "last_peer", "offline_since"]
     inlines = [PlacementInline]
     fieldsets = [
-        (None, {"fields": ["mac", "name", "location"]}),
+        (None, {"fields": ["device_id", "source", "name", "location"]}),
         (
             "Calibration (applied when shown, never to stored data)",
             {"fields": ["soil_dry_raw", "soil_wet_raw", "temperature_offset", "humidity_offset"]},
         ),
-        ("Seen", {"fields": ["first_seen", "last_seen", "last_peer"]}),
+        ("Seen", {"fields": ["first_seen", "last_seen", "last_peer", "offline_since"]}),
     ]
 
     @admin.display(boolean=True)
@@ -115,11 +115,11 @@ class ReadingAdmin(admin.ModelAdmin):
 
 @admin.register(RefusedSensor)
 class RefusedSensorAdmin(admin.ModelAdmin):
-    """MACs the collector refused (registration limits, or unknown in reject mode): register the real boards."""
+    """Devices the collector refused (registration limits, or unknown in reject mode): register the real boards."""
 
-    list_display = ["mac", "reason", "lines", "first_refused", "last_refused", "last_peer"]
+    list_display = ["device_id", "reason", "lines", "first_refused", "last_refused", "last_peer"]
     list_filter = ["reason"]
-    search_fields = ["mac"]
+    search_fields = ["device_id"]
     actions = ["register"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -128,10 +128,10 @@ class RefusedSensorAdmin(admin.ModelAdmin):
     def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
         return False
 
-    @admin.action(description="Register the selected MACs as sensors", permissions=["add_sensor"])
+    @admin.action(description="Register the selected devices as sensors", permissions=["add_sensor"])
     def register(self, request: HttpRequest, queryset: QuerySet[RefusedSensor]) -> None:
-        macs = [refused.register().mac for refused in queryset]
-        self.message_user(request, f"Registered {len(macs)} sensors: {', '.join(macs)[:500]}.", messages.SUCCESS)
+        ids = [refused.register().device_id for refused in queryset]
+        self.message_user(request, f"Registered {len(ids)} sensors: {', '.join(ids)[:500]}.", messages.SUCCESS)
 
     def has_add_sensor_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("sensors.add_sensor")

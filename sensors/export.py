@@ -79,12 +79,14 @@ def export_rows(readings: Iterable[tuple], calibrated: bool = False) -> Iterator
                 mean, low, high = sensor.calibrate_band(metric, mean, low, high)
         if start != last_start:
             last_start, start_text = start, format_time(start)
-        yield (sensor.mac, sensor.name, places.at(sensor_id, start), metric, start_text, samples, mean, low, high)
+        yield (sensor.device_id, sensor.name, places.at(sensor_id, start), metric, start_text, samples, mean, low, high)
 
 
 def ordered_for_export(queryset) -> Iterator[tuple]:
     """Time order, then sensor and metric, as `EXPORT_FIELDS` tuples, streamed in chunks (memory stays flat)."""
-    return queryset.order_by("start", "sensor__mac", "metric").values_list(*EXPORT_FIELDS).iterator(chunk_size=2000)
+    return (
+        queryset.order_by("start", "sensor__device_id", "metric").values_list(*EXPORT_FIELDS).iterator(chunk_size=2000)
+    )
 
 
 class _Line:

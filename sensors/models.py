@@ -14,7 +14,8 @@ from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
-from .identity import normalise_mac
+from .identity import MAX_DEVICE_ID_LENGTH as DEVICE_ID_LENGTH
+from .identity import Source, normalise_device_id, source_of
 from .metrics import metric
 
 
@@ -32,9 +33,13 @@ class Location(models.Model):
 
 
 class Sensor(models.Model):
-    """One board, identified by its Wi-Fi MAC; created the first time it reports."""
+    """One device, identified by its device id (sensors.identity); created the first time it reports.
 
-    mac = models.CharField("MAC address", max_length=17, unique=True)
+    A TCP board's id is its Wi-Fi MAC; an MQTT device's is ``<source>:<name>`` (``tasmota:greenhouse-1``).
+    """
+
+    device_id = models.CharField("device id", max_length=DEVICE_ID_LENGTH, unique=True)
+    source = models.CharField(max_length=10, choices=Source.choices(), default=Source.TCP, editable=False)
     name = models.CharField(max_length=100, blank=True)
     # Until then the collector writes this sensor's newest samples every few seconds (LiveReading);
     # set by the control process for the sensors its rules read.
@@ -43,6 +48,9 @@ class Sensor(models.Model):
     first_seen = models.DateTimeField(null=True, blank=True)
     last_seen = models.DateTimeField(null=True, blank=True)
     last_peer = models.GenericIPAddressField("last address", null=True, blank=True)
+    # Set when the device's broker says it went away (an MQTT last will: LWT "Offline", status "offline");
+    # cleared by its "online". Until then the sensor counts as offline whatever `last_seen` says.
+    offline_since = models.DateTimeField("offline (as the device reported) since", null=True, blank=True)
     # Calibration: applied when readings are shown or exported with --calibrated, never stored.
     soil_dry_raw = models.FloatField(
         "soil raw reading when dry", null=True, blank=True, help_text="Raw probe value in dry soil (shown as 0 %)."
@@ -54,37 +62,41 @@ class Sensor(models.Model):
     humidity_offset = models.FloatField("humidity offset (%RH)", default=0.0)
 
     class Meta:
-        ordering = ["name", "mac"]
+        ordering = ["name", "device_id"]
 
     def __str__(self) -> str:
         return self.display_name
 
     @property
     def display_name(self) -> str:
-        """A sensor nobody has named yet is shown by its MAC."""
-        return self.name or self.mac
+        """A sensor nobody has named yet is shown by its device id."""
+        return self.name or self.device_id
 
     @staticmethod
-    def normalise_mac(text: str) -> str:
-        """Lowercase colon form of a MAC; raises ValidationError if `text` is not one."""
-        mac = normalise_mac(text)
-        if mac is None:
-            raise ValidationError(f"{text!r} is not a MAC address (like 5c:cf:7f:0a:1b:2c).")
-        return mac
+    def normalise_device_id(text: str) -> str:
+        """A device id in its one spelling; raises ValidationError if `text` is not one."""
+        device_id = normalise_device_id(text)
+        if device_id is None:
+            raise ValidationError(
+                f"{text!r} is not a device id: a MAC address (like 5c:cf:7f:0a:1b:2c) or an MQTT device "
+                "(like tasmota:greenhouse-1, esphome:bench, shelly:shellyplusht-08b61fcb7c24, mqtt:tray-3)."
+            )
+        return device_id
 
     def clean(self) -> None:
         try:
-            self.mac = self.normalise_mac(self.mac)
+            self.device_id = self.normalise_device_id(self.device_id)
         except ValidationError as exc:
-            raise ValidationError({"mac": exc.messages}) from exc
+            raise ValidationError({"device_id": exc.messages}) from exc
+        self.source = source_of(self.device_id)
         if (self.soil_dry_raw is None) != (self.soil_wet_raw is None):
             raise ValidationError("Give both the dry and the wet soil reading, or neither.")
         if self.soil_dry_raw is not None and self.soil_dry_raw == self.soil_wet_raw:
             raise ValidationError({"soil_wet_raw": "The wet reading must differ from the dry reading."})
 
     def is_online(self, now: datetime | None = None) -> bool:
-        """Reported within SENSOR_OFFLINE_AFTER seconds (boards send every 2 s)."""
-        if self.last_seen is None:
+        """Reported within SENSOR_OFFLINE_AFTER seconds (boards send every 2 s), and not reported gone by its broker."""
+        if self.last_seen is None or self.offline_since is not None:
             return False
         now = now or timezone.now()
         return (now - self.last_seen).total_seconds() <= settings.SENSOR_OFFLINE_AFTER
@@ -130,14 +142,14 @@ class Sensor(models.Model):
 
 
 class RefusedSensor(models.Model):
-    """A MAC whose lines the collector refused, so a grower can tell a real new board from a flood.
+    """A device whose lines or messages the collector refused, so a grower can tell a real new board from a flood.
 
-    Written by the collector (sensors.storage) when a new MAC is over the registration limits
+    Written by the collector (sensors.storage) when a new device is over the registration limits
     (COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE, COLLECTOR_MAX_SENSORS) or unknown in reject mode;
     `register` turns it into a sensor, whose lines are then accepted.
     """
 
-    mac = models.CharField("MAC address", max_length=17, unique=True)
+    device_id = models.CharField("device id", max_length=DEVICE_ID_LENGTH, unique=True)
     reason = models.CharField(max_length=32)
     lines = models.PositiveBigIntegerField("lines refused", default=0)
     first_refused = models.DateTimeField()
@@ -148,12 +160,14 @@ class RefusedSensor(models.Model):
         ordering = ["-last_refused"]
 
     def __str__(self) -> str:
-        return self.mac
+        return self.device_id
 
     @transaction.atomic
     def register(self) -> Sensor:
-        """Add this MAC as a sensor (the collector accepts it within seconds) and forget the refusal."""
-        sensor, _ = Sensor.objects.get_or_create(mac=self.mac)
+        """Add this device as a sensor (the collector accepts it within seconds) and forget the refusal."""
+        sensor, _ = Sensor.objects.get_or_create(
+            device_id=self.device_id, defaults={"source": source_of(self.device_id)}
+        )
         self.delete()
         return sensor
 
@@ -181,8 +195,8 @@ class Placement(models.Model):
 
 
 class ReadingQuerySet(models.QuerySet):
-    def for_sensor(self, mac: str) -> ReadingQuerySet:
-        return self.filter(sensor__mac=mac)
+    def for_sensor(self, device_id: str) -> ReadingQuerySet:
+        return self.filter(sensor__device_id=device_id)
 
     def for_metric(self, metric: str) -> ReadingQuerySet:
         return self.filter(metric=metric)

@@ -29,6 +29,7 @@ from typing import Any
 from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
+from .identity import source_of
 from .ingest.aggregator import Batch, Bucket, BucketKey, coarsen
 from .ingest.aggregator import RefusedSensor as RefusedSeen
 from .models import (
@@ -155,7 +156,7 @@ def journal_marks(journal: str) -> dict[int, int]:
 
 
 def upsert_sensors(batch: Batch) -> dict[str, int]:
-    """Create sensors heard for the first time, refresh last seen/address; return MAC -> id."""
+    """Create sensors heard for the first time, refresh last seen/address; return device id -> id."""
     if connection.vendor == "postgresql":
         ids = _refresh_sensors_by_copy(batch)
         if len(ids) == len(batch.sensors):
@@ -171,21 +172,25 @@ def _create_sensors(batch: Batch, macs: list[str]) -> dict[str, int]:
         seen = batch.sensors[mac]
         sensors.append(
             Sensor(
-                mac=mac, first_seen=_utc(seen.first_seen), last_seen=_utc(seen.last_seen), last_peer=seen.peer or None
+                device_id=mac,
+                source=source_of(mac),
+                first_seen=_utc(seen.first_seen),
+                last_seen=_utc(seen.last_seen),
+                last_peer=seen.peer or None,
             )
         )
     Sensor.objects.bulk_create(
         sensors,
         batch_size=ROWS_PER_STATEMENT,
         update_conflicts=True,
-        unique_fields=["mac"],
+        unique_fields=["device_id"],
         update_fields=["last_seen", "last_peer"],
     )
     if all(sensor.pk is not None for sensor in sensors):  # the upsert returned ids (PostgreSQL, SQLite 3.35+)
-        return {sensor.mac: sensor.pk for sensor in sensors}
+        return {sensor.device_id: sensor.pk for sensor in sensors}
     ids: dict[str, int] = {}
     for chunk in _chunks(macs, ROWS_PER_STATEMENT):
-        ids.update(Sensor.objects.filter(mac__in=chunk).values_list("mac", "id"))
+        ids.update(Sensor.objects.filter(device_id__in=chunk).values_list("device_id", "id"))
     return ids
 
 
@@ -197,13 +202,13 @@ def _refresh_sensors_by_copy(batch: Batch) -> dict[str, int]:
     """
     table, quote = Sensor._meta.db_table, connection.ops.quote_name
     mac, last_seen, last_peer = (
-        quote(Sensor._meta.get_field(name).column) for name in ("mac", "last_seen", "last_peer")
+        quote(Sensor._meta.get_field(name).column) for name in ("device_id", "last_seen", "last_peer")
     )
     rows = ((address, _utc(seen.last_seen), seen.peer or None) for address, seen in batch.sensors.items())
-    with _copied_rows(SEEN_TABLE, "mac text, last_seen timestamptz, last_peer inet", rows) as (cursor, _):
+    with _copied_rows(SEEN_TABLE, "device_id text, last_seen timestamptz, last_peer inet", rows) as (cursor, _):
         cursor.execute(
             f"UPDATE {quote(table)} AS s SET {last_seen} = t.last_seen, {last_peer} = t.last_peer "
-            f"FROM {SEEN_TABLE} AS t WHERE s.{mac} = t.mac RETURNING s.{mac}, s.{quote('id')}"
+            f"FROM {SEEN_TABLE} AS t WHERE s.{mac} = t.device_id RETURNING s.{mac}, s.{quote('id')}"
         )
         ids = dict(cursor.fetchall())
     return ids
@@ -455,22 +460,22 @@ def merge_live(sensor_ids: dict[str, int], batch: Batch) -> None:
 
 
 def watched_macs() -> list[str]:
-    """MACs of the sensors someone wants live values of (Sensor.live_until in the future)."""
+    """Device ids of the sensors someone wants live values of (Sensor.live_until in the future)."""
     try:
-        return list(Sensor.objects.filter(live_until__gt=timezone.now()).values_list("mac", flat=True))
+        return list(Sensor.objects.filter(live_until__gt=timezone.now()).values_list("device_id", flat=True))
     except DatabaseError:
         connection.close()
         raise
 
 
 def record_refused(refused: dict[str, RefusedSeen]) -> None:
-    """Add the batch's refused MACs to RefusedSensor (lines counted up, the last time and address kept)."""
+    """Add the batch's refused devices to RefusedSensor (lines counted up, the last time and address kept)."""
     if not refused:
         return
     meta = RefusedSensor._meta
     quote = connection.ops.quote_name
     table = quote(meta.db_table)
-    names = ["mac", "reason", "lines", "first_refused", "last_refused", "last_peer"]
+    names = ["device_id", "reason", "lines", "first_refused", "last_refused", "last_peer"]
     mac, reason, lines, first, last, peer = (quote(meta.get_field(name).column) for name in names)
     moment = meta.get_field("last_refused")
     rows = [
@@ -496,17 +501,17 @@ def record_refused(refused: dict[str, RefusedSeen]) -> None:
 
 
 def stored_metrics() -> dict[str, set[str]]:
-    """MAC -> the metrics stored for it (one current-value row each), to seed the per-sensor metric limit."""
+    """Device id -> the metrics stored for it (one current-value row each), to seed the per-sensor metric limit."""
     known: dict[str, set[str]] = {}
-    for mac, metric in CurrentReading.objects.values_list("sensor__mac", "metric").iterator(chunk_size=5000):
+    for mac, metric in CurrentReading.objects.values_list("sensor__device_id", "metric").iterator(chunk_size=5000):
         known.setdefault(mac, set()).add(metric)
     return known
 
 
 def registered_macs() -> list[str]:
-    """MACs of the sensors in the database (for COLLECTOR_UNKNOWN_SENSORS=reject)."""
+    """Device ids of the sensors in the database (for COLLECTOR_UNKNOWN_SENSORS=reject)."""
     try:
-        return list(Sensor.objects.values_list("mac", flat=True))
+        return list(Sensor.objects.values_list("device_id", flat=True))
     except DatabaseError:
         connection.close()
         raise

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def sensor() -> Sensor:
     now = timezone.now()
-    sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", last_seen=now, first_seen=now, temperature_offset=-1.0)
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c", last_seen=now, first_seen=now, temperature_offset=-1.0)
     store_minutes(
         [
             Reading(
@@ -30,7 +30,7 @@ def sensor() -> Sensor:
             )
         ]
     )
-    Sensor.objects.create(mac="5c:cf:7f:00:00:02", name="Old probe", last_seen=now - timedelta(hours=1))
+    Sensor.objects.create(device_id="5c:cf:7f:00:00:02", name="Old probe", last_seen=now - timedelta(hours=1))
     return sensor
 
 
@@ -46,7 +46,7 @@ def test_changing_the_location_in_the_form_records_a_placement(admin_client, sen
     response = admin_client.post(
         f"/admin/sensors/sensor/{sensor.pk}/change/",
         {
-            "mac": sensor.mac,
+            "device_id": sensor.device_id,
             "name": "Tomatoes",
             "location": bench.pk,
             "temperature_offset": "0",

@@ -55,9 +55,9 @@ def seeded() -> Iterator[Sensor]:
     now = timezone.now()
     minute = now.replace(second=0, microsecond=0)
     bench = Location.objects.create(name="North bench")
-    sensor = Sensor.objects.create(mac="5c:cf:7f:00:00:01", name="Tomatoes", last_seen=now)
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:00:00:01", name="Tomatoes", last_seen=now)
     sensor.move_to(bench, now - timedelta(days=3))
-    Sensor.objects.create(mac="5c:cf:7f:00:00:02", last_seen=now - timedelta(hours=2))
+    Sensor.objects.create(device_id="5c:cf:7f:00:00:02", last_seen=now - timedelta(hours=2))
     rows = []
     for age in range(2 * 1440):
         if 300 <= age < 420:

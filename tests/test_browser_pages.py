@@ -45,7 +45,7 @@ def report(mac: str, rows: dict[str, list[tuple[int, float]]], first_seen: float
             bucket.count, bucket.total, bucket.high = 30, 30 * value, value + 0.4
             batch.buckets[(mac, metric, minute)] = bucket
     write_batch(batch)
-    return Sensor.objects.get(mac=mac)
+    return Sensor.objects.get(device_id=mac)
 
 
 @pytest.fixture
@@ -344,7 +344,7 @@ def test_a_refresh_with_the_session_alive_replaces_the_dashboard_body(browser, l
     page.clock.install()
     page.goto(live_server.url + "/")
     page.wait_for_selector("#dashboard >> text=Seedlings")
-    Sensor.objects.filter(mac=YOUNG).update(name="Seedlings, renamed")
+    Sensor.objects.filter(device_id=YOUNG).update(name="Seedlings, renamed")
     page.clock.run_for(int(page.get_attribute("#dashboard", "data-refresh-seconds")) * 1000 + 1000)
     page.wait_for_selector("#dashboard >> text=Seedlings, renamed")
     assert page.url == live_server.url + "/" and page.locator("#dashboard header").count() == 0

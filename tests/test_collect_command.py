@@ -182,7 +182,7 @@ def test_sensor_is_registered_on_first_line_with_its_address(start_collector):
         time.sleep(0.3)
     assert collector.stop() == 0
     sensor = Sensor.objects.get()
-    assert sensor.mac == "5c:cf:7f:0a:1b:2c"
+    assert sensor.device_id == "5c:cf:7f:0a:1b:2c"
     assert sensor.last_peer == "127.0.0.1"
     assert sensor.first_seen is not None and sensor.first_seen == sensor.last_seen
     assert str(sensor) == "5c:cf:7f:0a:1b:2c"  # never named: shown by its MAC
@@ -365,7 +365,7 @@ def test_allowed_networks_let_their_boards_in(start_collector):
 
 
 def test_with_unknown_sensors_rejected_only_registered_boards_are_stored(start_collector):
-    Sensor.objects.create(mac="5c:cf:7f:00:00:01", name="Known")
+    Sensor.objects.create(device_id="5c:cf:7f:00:00:01", name="Known")
     collector = start_collector(*FAST, *CLOCK, env=manage_env(COLLECTOR_UNKNOWN_SENSORS="reject"))
     expected = Expected()
     with connect(collector.port) as sock:
@@ -374,7 +374,7 @@ def test_with_unknown_sensors_rejected_only_registered_boards_are_stored(start_c
     time.sleep(0.3)
     assert collector.stop() == 0
     assert exported() == expected.rows(MINUTE)
-    assert list(Sensor.objects.values_list("mac", flat=True)) == ["5c:cf:7f:00:00:01"]
+    assert list(Sensor.objects.values_list("device_id", flat=True)) == ["5c:cf:7f:00:00:01"]
     assert "unknown_sensor=3" in stats_line(collector.output)
 
 
@@ -415,12 +415,12 @@ def test_a_flood_of_new_macs_registers_only_the_limit_and_lists_the_rest_for_the
     assert RefusedSensor.objects.count() == 140
     page = admin_client.get("/admin/sensors/refusedsensor/").content.decode()
     assert "5c:cf:7f:01:00:c7" in page and "too_many_new_sensors" in page
-    refused = RefusedSensor.objects.get(mac="5c:cf:7f:01:00:c7")
+    refused = RefusedSensor.objects.get(device_id="5c:cf:7f:01:00:c7")
     admin_client.post(
         "/admin/sensors/refusedsensor/", {"action": "register", "_selected_action": [refused.pk], "index": "0"}
     )
-    assert Sensor.objects.filter(mac="5c:cf:7f:01:00:c7").exists()
-    assert not RefusedSensor.objects.filter(mac="5c:cf:7f:01:00:c7").exists()
+    assert Sensor.objects.filter(device_id="5c:cf:7f:01:00:c7").exists()
+    assert not RefusedSensor.objects.filter(device_id="5c:cf:7f:01:00:c7").exists()
 
 
 def test_the_per_sensor_metric_limit_counts_what_is_stored_across_restarts(start_collector):

@@ -220,7 +220,7 @@ def journal_of_hours(journal_dir, sensors: int, minutes: int) -> dict[tuple[str,
 
 def stored_minutes() -> dict[tuple[str, str, int], tuple[int, float, float, float]]:
     rows = Reading.objects.values_list(
-        "sensor__mac", "metric", "start", "samples", "value_sum", "value_min", "value_max"
+        "sensor__device_id", "metric", "start", "samples", "value_sum", "value_min", "value_max"
     )
     return {
         (mac, metric, int(start.timestamp())): (n, total, low, high) for mac, metric, start, n, total, low, high in rows
@@ -314,7 +314,7 @@ def test_a_stop_during_a_long_purge_exits_promptly_and_loses_nothing(start_colle
 
     from sensors.models import Sensor
 
-    old = Sensor.objects.create(mac="5c:cf:7f:00:50:01")
+    old = Sensor.objects.create(device_id="5c:cf:7f:00:50:01")
     first = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=120)
     Reading.objects.bulk_create(
         (

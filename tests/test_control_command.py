@@ -33,7 +33,7 @@ def send(port: int, temperature: int, lines: int = 3) -> None:
 
 def frost_heater(plug: RecordingServer, *, min_samples: int = 1, **output_fields) -> Output:
     """The north bench's sensor, a heater on `plug` (Tasmota URLs) and a rule: on below 5 °C, off above 7."""
-    sensor = Sensor.objects.create(mac=MAC, name="North bench")
+    sensor = Sensor.objects.create(device_id=MAC, name="North bench")
     heater = Output.objects.create(
         name="Heater",
         transport="http",
@@ -219,7 +219,7 @@ def test_with_default_intervals_a_frost_reaches_the_rule_within_seconds(start_co
     from sensors.models import LiveReading
 
     frost_heater(plug, min_samples=Rule._meta.get_field("min_samples").default)  # every other rule field at its default
-    sensor = Sensor.objects.get(mac=MAC)
+    sensor = Sensor.objects.get(device_id=MAC)
     collector = start_collector("--stats-interval", "3600")
     control = start_command("control")
     board = Board(collector.port, 20)

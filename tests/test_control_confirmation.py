@@ -200,7 +200,7 @@ def test_a_database_error_in_the_middle_of_a_decision_leaves_nothing_half_made(e
     rule's TRIGGERED too, so the next pass decides again instead of believing the heater asked for."""
     from sensors.models import Sensor
 
-    bench = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c")
+    bench = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c")
     heater = http_output(plug)
     rule = heater_rule(bench, heater)
     clock.now = timezone.now()

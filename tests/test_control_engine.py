@@ -45,7 +45,7 @@ def engine(settings):
 
 @pytest.fixture
 def bench() -> Sensor:
-    return Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="North bench", temperature_offset=-1.0)
+    return Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c", name="North bench", temperature_offset=-1.0)
 
 
 def report(sensor: Sensor, metric: str, value: float, samples: int = 30, age: float = 0.0) -> None:
@@ -140,7 +140,7 @@ def test_heater_is_switched_on_over_http_below_the_threshold_and_off_above_the_r
 def test_location_rule_uses_the_mean_of_the_sensors_placed_there(engine, http_peer, bench):
     plug = http_peer()
     tray = Location.objects.create(name="Tray A")
-    other = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2d")
+    other = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2d")
     bench.move_to(tray)
     other.move_to(tray)
     Rule.objects.create(
@@ -166,7 +166,7 @@ def test_location_rule_uses_the_mean_of_the_sensors_placed_there(engine, http_pe
 
 def test_a_silent_sensor_in_a_location_is_left_out_of_its_mean(engine, http_peer, bench):
     tray = Location.objects.create(name="Tray A")
-    silent = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2d")
+    silent = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2d")
     bench.move_to(tray)
     silent.move_to(tray)
     Rule.objects.create(name="Tray A cold", location=tray, metric="air_temperature", threshold=5, release=7)
@@ -508,8 +508,8 @@ def test_a_rule_that_keeps_failing_is_reported_once_and_retried_with_back_off(be
 
 def _soil_tray() -> tuple[Location, Sensor, Sensor]:
     tray = Location.objects.create(name="Tray B")
-    calibrated = Sensor.objects.create(mac="5c:cf:7f:0a:1b:30", name="Calibrated", soil_dry_raw=800, soil_wet_raw=300)
-    raw = Sensor.objects.create(mac="5c:cf:7f:0a:1b:31", name="Uncalibrated")
+    calibrated = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:30", name="Calibrated", soil_dry_raw=800, soil_wet_raw=300)
+    raw = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:31", name="Uncalibrated")
     calibrated.move_to(tray)
     raw.move_to(tray)
     return tray, calibrated, raw

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def heater() -> Output:
     output = Output.objects.create(name="Heater", transport="http", http_on_url="http://192.168.1.50/relay/0?turn=on")
-    sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="North bench")
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c", name="North bench")
     Rule.objects.create(
         name="Heat the north bench",
         sensor=sensor,
@@ -139,7 +139,7 @@ def rule_form(**changes) -> dict:
 
 
 def test_admin_refuses_a_release_threshold_on_the_wrong_side(admin_client):
-    sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c")
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c")
     response = admin_client.post("/admin/control/rule/add/", rule_form(sensor=sensor.pk, release="33"))
     assert "For an &#x27;above&#x27; rule the release threshold must be at or below" in response.content.decode()
     response = admin_client.post("/admin/control/rule/add/", rule_form(sensor=sensor.pk))
@@ -153,7 +153,7 @@ def test_admin_refuses_a_release_threshold_on_the_wrong_side(admin_client):
 def test_admin_refuses_a_max_age_the_collector_cannot_keep_up_with(admin_client, settings, reads, slow):
     setattr(settings, slow, 60)
     settings.CONTROL_INTERVAL = 5
-    sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c")
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c")
     form = rule_form(sensor=sensor.pk, max_age="00:01:00", reads=reads)
     response = admin_client.post("/admin/control/rule/add/", form)
     assert "would always be stale" in response.content.decode() and not Rule.objects.exists()
@@ -162,7 +162,7 @@ def test_admin_refuses_a_max_age_the_collector_cannot_keep_up_with(admin_client,
 
 
 def test_admin_refuses_a_switching_rule_without_an_output_and_an_http_output_without_url(admin_client):
-    sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c")
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c")
     response = admin_client.post("/admin/control/rule/add/", rule_form(sensor=sensor.pk, on_trigger="on"))
     assert "Choose the output to switch." in response.content.decode()
     response = admin_client.post(

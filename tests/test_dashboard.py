@@ -43,9 +43,9 @@ def minutes(sensor: Sensor, metric: str, values: Callable[[int], float], ages: r
 def bench() -> dict:
     now = timezone.now()
     north = Location.objects.create(name="North bench")
-    warm = Sensor.objects.create(mac="5c:cf:7f:00:00:01", name="Warm end", last_seen=now - timedelta(seconds=12))
-    cool = Sensor.objects.create(mac="5c:cf:7f:00:00:02", name="Cool end", last_seen=now - timedelta(seconds=20))
-    gone = Sensor.objects.create(mac="5c:cf:7f:00:00:03", name="Old probe", last_seen=now - timedelta(hours=3))
+    warm = Sensor.objects.create(device_id="5c:cf:7f:00:00:01", name="Warm end", last_seen=now - timedelta(seconds=12))
+    cool = Sensor.objects.create(device_id="5c:cf:7f:00:00:02", name="Cool end", last_seen=now - timedelta(seconds=20))
+    gone = Sensor.objects.create(device_id="5c:cf:7f:00:00:03", name="Old probe", last_seen=now - timedelta(hours=3))
     for sensor in (warm, cool, gone):
         sensor.move_to(north, now - timedelta(days=2))
     rows = []
@@ -153,7 +153,7 @@ def database_work():
 @pytest.mark.parametrize("url", ["/", "/?partial=1", "/admin/sensors/sensor/"])
 def test_the_dashboard_and_the_sensor_list_cost_the_same_after_a_day_or_ten(admin_client, url):
     now = timezone.now()
-    sensors = [Sensor.objects.create(mac=f"5c:cf:7f:00:01:0{i}", last_seen=now) for i in range(3)]
+    sensors = [Sensor.objects.create(device_id=f"5c:cf:7f:00:01:0{i}", last_seen=now) for i in range(3)]
     day = range(1440)
     for sensor in sensors:
         store_minutes(minutes(sensor, "air_temperature", lambda age: 20.0, day, now))

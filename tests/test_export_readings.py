@@ -22,9 +22,9 @@ T = datetime(2026, 11, 24, 10, 15, tzinfo=UTC)
 @pytest.fixture
 def readings() -> None:
     bench = Location.objects.create(name="North bench")
-    named = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="Tomatoes", temperature_offset=0.5)
+    named = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c", name="Tomatoes", temperature_offset=0.5)
     named.move_to(bench, T - timedelta(days=1))
-    other = Sensor.objects.create(mac="5c:cf:7f:00:00:02")
+    other = Sensor.objects.create(device_id="5c:cf:7f:00:00:02")
     rows = [
         (named, "air_temperature", T, 3, 1.0, 0.1, 0.6),
         (named, "air_temperature", T.replace(minute=16), 2, 41.0, 20.0, 21.0),
@@ -100,7 +100,7 @@ def test_empty_export_is_valid_csv_and_json():
 
 
 def test_bad_arguments_are_clear_errors():
-    with pytest.raises(CommandError, match="is not a MAC address"):
+    with pytest.raises(CommandError, match="is not a device id"):
         call_command("export_readings", "--sensor", "kitchen")
     with pytest.raises(CommandError, match="is not an ISO 8601 time"):
         call_command("export_readings", "--since", "yesterday")

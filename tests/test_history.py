@@ -32,7 +32,7 @@ def minute_rows(sensor: Sensor, metric: str, start: datetime, minutes: int, valu
 
 @pytest.fixture
 def sensor() -> Sensor:
-    return Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c")
+    return Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c")
 
 
 def test_an_hour_of_minutes_is_returned_minute_by_minute(sensor):

@@ -86,7 +86,7 @@ def test_collector_survives_hostile_input_with_bounded_memory_and_exact_totals(s
     time.sleep(0.5)
     assert collector.stop() == 0, collector.output[-3000:]
     assert exported() == expected.rows(MINUTE)
-    assert sorted(Sensor.objects.values_list("mac", flat=True)) == [f"5c:cf:7f:00:00:0{i}" for i in range(3)]
+    assert sorted(Sensor.objects.values_list("device_id", flat=True)) == [f"5c:cf:7f:00:00:0{i}" for i in range(3)]
     # 1,500 open connections and ~13 MB of garbage may cost a few MB, not a copy of the input.
     assert peak - baseline < 40_000, f"RSS grew from {baseline} KiB to {peak} KiB"
     print(f"collector RSS {baseline} KiB at start, {peak} KiB under attack")

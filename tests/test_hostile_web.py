@@ -23,7 +23,7 @@ MAC = "5c:cf:7f:00:00:01"
 def site(db) -> dict:
     now = timezone.now().replace(second=0, microsecond=0)
     bench = Location.objects.create(name="Bench")
-    sensor = Sensor.objects.create(mac=MAC, last_seen=now)
+    sensor = Sensor.objects.create(device_id=MAC, last_seen=now)
     sensor.move_to(bench, now - timedelta(days=1))
     store_minutes(
         Reading(

@@ -22,10 +22,10 @@ def greenhouse() -> dict:
     minute = now.replace(second=0, microsecond=0)
     bench = Location.objects.create(name="North bench")
     fresh = Sensor.objects.create(
-        mac="5c:cf:7f:00:00:01", name="Tomatoes", last_seen=now, soil_dry_raw=800, soil_wet_raw=300
+        device_id="5c:cf:7f:00:00:01", name="Tomatoes", last_seen=now, soil_dry_raw=800, soil_wet_raw=300
     )
     fresh.move_to(bench, now - timedelta(days=1))
-    silent = Sensor.objects.create(mac="5c:cf:7f:00:00:02", last_seen=now - timedelta(minutes=30))
+    silent = Sensor.objects.create(device_id="5c:cf:7f:00:00:02", last_seen=now - timedelta(minutes=30))
     for sensor, metric, value in [
         (fresh, "soil_moisture", 550.0),
         (fresh, "air_temperature", 21.0),

@@ -30,7 +30,7 @@ def logged_in(username: str, *, staff: bool = False, permissions: tuple[str, ...
 
 @pytest.fixture
 def placed() -> Sensor:
-    sensor = Sensor.objects.create(mac="5c:cf:7f:00:00:01")
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:00:00:01")
     sensor.move_to(Location.objects.create(name="North bench"))
     return sensor
 

@@ -79,7 +79,7 @@ def test_purging_minutes_leaves_the_rollups_and_old_history_untouched():
     assert stored_rollups(HourlyReading) == hours_before
     assert stored_rollups(DailyReading) == days_before
     # A week 35 days ago still charts, from the hours, with every sample.
-    sensor = Sensor.objects.get(mac=MACS[0])
+    sensor = Sensor.objects.get(device_id=MACS[0])
     week = (NOW - timedelta(days=38), NOW - timedelta(days=31))
     series = sensor_series(sensor, "humidity", *week, max_points=1000)
     assert series.resolution == "hour"
@@ -151,7 +151,7 @@ def test_a_year_chart_from_daily_rows_equals_the_same_chart_from_minutes(setting
     settings.MINUTE_RETENTION_DAYS = 0  # keep minutes, so both ways of computing can be compared
     base = int((NOW - timedelta(days=20)).timestamp())
     write_batch(batch_of([(MACS[1], "air_temperature", base + i * 900, float(i % 13)) for i in range(20 * 96)]))
-    sensor = Sensor.objects.get(mac=MACS[1])
+    sensor = Sensor.objects.get(device_id=MACS[1])
     year = (NOW - timedelta(days=365), NOW)
     from_days = sensor_series(sensor, "air_temperature", *year, max_points=400)
     assert (from_days.resolution, from_days.step_seconds) == ("day", DAY)

@@ -29,7 +29,7 @@ def test_first_batch_registers_the_sensor_and_stores_each_minute():
     rows = write_batch(batch((MAC, "humidity", T0, 40), (MAC, "humidity", T0 + 2, 44), (MAC, "humidity", T0 + 61, 50)))
     assert rows == 2
     sensor = Sensor.objects.get()
-    assert (sensor.mac, sensor.last_peer) == (MAC, "192.0.2.7")
+    assert (sensor.device_id, sensor.last_peer) == (MAC, "192.0.2.7")
     assert sensor.first_seen.timestamp() == T0
     assert sensor.last_seen.timestamp() == T0 + 61
     first, second = Reading.objects.order_by("start")
@@ -51,7 +51,7 @@ def test_a_later_batch_for_the_same_minute_adds_counts_and_widens_min_max():
 
 def test_a_named_and_placed_sensor_keeps_its_name_and_place():
     bench = Location.objects.create(name="North bench")
-    Sensor.objects.create(mac=MAC, name="Tomatoes", location=bench)
+    Sensor.objects.create(device_id=MAC, name="Tomatoes", location=bench)
     write_batch(batch((MAC, "soil_moisture", T0, 512)))
     sensor = Sensor.objects.get()
     assert (sensor.name, sensor.location) == ("Tomatoes", bench)
@@ -90,10 +90,10 @@ def test_a_batch_mixing_known_and_new_sensors_refreshes_the_known_and_registers_
     write_batch(batch((MAC, "humidity", T0, 40)))
     other = "5c:cf:7f:00:00:99"
     write_batch(batch((MAC, "humidity", T0 + 30, 42), (other, "humidity", T0 + 31, 60), peer="192.0.2.9"))
-    known, new = Sensor.objects.get(mac=MAC), Sensor.objects.get(mac=other)
+    known, new = Sensor.objects.get(device_id=MAC), Sensor.objects.get(device_id=other)
     assert (known.last_seen.timestamp(), known.last_peer) == (T0 + 30, "192.0.2.9")
     assert (new.first_seen.timestamp(), new.last_seen.timestamp()) == (T0 + 31, T0 + 31)
-    assert dict(Reading.objects.values_list("sensor__mac", "samples")) == {MAC: 2, other: 1}
+    assert dict(Reading.objects.values_list("sensor__device_id", "samples")) == {MAC: 2, other: 1}
 
 
 @pytest.mark.postgres
@@ -131,7 +131,7 @@ def test_flushes_update_last_seen_and_rollups_on_their_page_on_postgresql():
 
 # --- current values: one row per sensor and metric, kept with the minutes ------------------------
 def current(metric: str = "humidity") -> tuple:
-    row = CurrentReading.objects.get(sensor__mac=MAC, metric=metric)
+    row = CurrentReading.objects.get(sensor__device_id=MAC, metric=metric)
     return row.start.timestamp(), row.samples, row.value_sum, row.value_min, row.value_max, row.received_at.timestamp()
 
 

@@ -17,7 +17,7 @@ URL = "/api/sensors/5c:cf:7f:0a:1b:2c/history"
 
 @pytest.fixture
 def sensor() -> Sensor:
-    sensor = Sensor.objects.create(mac="5c:cf:7f:0a:1b:2c", name="Tomatoes", humidity_offset=2.0)
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c", name="Tomatoes", humidity_offset=2.0)
     end = datetime.now(UTC).replace(second=0, microsecond=0)
     store_minutes(
         Reading(
@@ -39,7 +39,7 @@ def sensor() -> Sensor:
 
 def test_last_hour_minute_by_minute_with_calibration_and_units(admin_client, sensor):
     data = admin_client.get(URL, {"metric": "humidity", "range": "1h"}).json()
-    assert data["sensor"] == {"mac": "5c:cf:7f:0a:1b:2c", "name": "Tomatoes"}
+    assert data["sensor"] == {"id": "5c:cf:7f:0a:1b:2c", "source": "tcp", "mac": "5c:cf:7f:0a:1b:2c", "name": "Tomatoes"}
     assert (data["unit"], data["step_seconds"]) == ("%RH", 60)
     assert len(data["points"]) == 60
     assert data["points"][-1]["mean"] == 52.0 and data["points"][-1]["t"].endswith(":00Z")
@@ -105,8 +105,8 @@ def test_a_location_chart_gives_each_sensor_its_own_unit(admin_client):
     from sensors.models import Location
 
     bench = Location.objects.create(name="Bench 1")
-    raw = Sensor.objects.create(mac="5c:cf:7f:00:00:01", name="Uncalibrated")
-    calibrated = Sensor.objects.create(mac="5c:cf:7f:00:00:02", name="Calibrated", soil_dry_raw=800, soil_wet_raw=400)
+    raw = Sensor.objects.create(device_id="5c:cf:7f:00:00:01", name="Uncalibrated")
+    calibrated = Sensor.objects.create(device_id="5c:cf:7f:00:00:02", name="Calibrated", soil_dry_raw=800, soil_wet_raw=400)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
     for probe in (raw, calibrated):
         probe.move_to(bench, when=start - timedelta(hours=1))
@@ -139,7 +139,7 @@ def test_a_location_chart_gives_each_sensor_its_own_unit(admin_client):
 def test_vapour_pressure_deficit_and_dew_point_are_charted_from_the_calibrated_inputs(admin_client):
     from sensors.metrics import dew_point, vapour_pressure_deficit
 
-    sensor = Sensor.objects.create(mac="5c:cf:7f:00:00:09", temperature_offset=-1.0)
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:00:00:09", temperature_offset=-1.0)
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=10)
     rows = []
     for i in range(5):
@@ -156,9 +156,9 @@ def test_vapour_pressure_deficit_and_dew_point_are_charted_from_the_calibrated_i
                 )
             )
     store_minutes(rows)
-    page = admin_client.get(f"/sensors/{sensor.mac}/").content.decode()
+    page = admin_client.get(f"/sensors/{sensor.device_id}/").content.decode()
     assert 'data-metric="vpd"' in page and 'data-metric="dew_point"' in page  # a chart each
-    url = f"/api/sensors/{sensor.mac}/history"
+    url = f"/api/sensors/{sensor.device_id}/history"
     vpd = admin_client.get(url, {"metric": "vpd", "range": "1h"}).json()
     assert (vpd["label"], vpd["unit"]) == ("Vapour-pressure deficit", "kPa")
     assert [round(p["mean"], 6) for p in vpd["points"]] == [
@@ -172,7 +172,7 @@ def test_a_sensor_placed_a_minute_ago_has_its_charts_on_the_location_page_at_onc
     from sensors.models import Location
 
     bench = Location.objects.create(name="Bench 2")
-    probe = Sensor.objects.create(mac="5c:cf:7f:00:00:0a")
+    probe = Sensor.objects.create(device_id="5c:cf:7f:00:00:0a")
     minute = datetime.now(UTC).replace(second=0, microsecond=0)
     probe.move_to(bench, when=minute - timedelta(minutes=1))
     store_minutes(

@@ -32,7 +32,7 @@ def main() -> None:
     from sensors.models import Reading, Sensor
 
     def cleanup() -> None:
-        Reading.objects.filter(sensor__mac__startswith="02:be:7c").delete()
+        Reading.objects.filter(sensor__device_id__startswith="02:be:7c").delete()
         Sensor.objects.filter(mac__startswith="02:be:7c").delete()
 
     table = Reading._meta.db_table

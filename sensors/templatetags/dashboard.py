@@ -45,7 +45,7 @@ _MAC_SLOT = "00:00:00:00:00:00"
 
 
 def _sensor_url(context: template.Context) -> str:
-    """The sensor page's URL with a MAC to replace: reversed once a render, not once a card."""
+    """The sensor page's URL with a device id to replace: reversed once a render, not once a card."""
     cache = context.render_context
     if "sensor_url" not in cache:
         cache["sensor_url"] = reverse("sensor", args=[_MAC_SLOT])
@@ -64,7 +64,7 @@ def sensor_card(context: template.Context, card: SensorCard) -> SafeString:
         badge = '<span class="badge stale">never reported</span>'
     values = "".join(_value(value) for value in card.values) or "<dt>no readings yet</dt>"
     state = "online" if card.online else "offline"
-    link = _e(_sensor_url(context).replace(_MAC_SLOT, card.sensor.mac))
+    link = _e(_sensor_url(context).replace(_MAC_SLOT, card.sensor.device_id))
     return mark_safe(
         f'<li class="sensor {state}"><a href="{link}">{_e(card.sensor.display_name)}</a> {badge}<dl>{values}</dl></li>'
     )

@@ -199,7 +199,7 @@ def sensor_card(sensor: Sensor, currents: list[CurrentReading], before: dict, no
 def location_cards(now: datetime | None = None) -> list[LocationCard]:
     """Every location with its sensors' cards, sensors without a location last ("Not placed")."""
     now = now or timezone.now()
-    sensors = list(Sensor.objects.select_related("location").order_by("location__name", "name", "mac"))
+    sensors = list(Sensor.objects.select_related("location").order_by("location__name", "name", "device_id"))
     currents: dict[int, list[CurrentReading]] = {}
     everything = list(CurrentReading.objects.filter(sensor__in=sensors).order_by("metric"))
     for current in everything:

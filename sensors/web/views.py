@@ -11,7 +11,7 @@ from django.shortcuts import get_object_or_404, render
 
 from greenhouse_site.access import read_only_page
 from sensors.export import csv_lines, export_rows, format_time, ordered_for_export, parse_time
-from sensors.identity import normalise_mac
+from sensors.identity import normalise_device_id
 from sensors.metrics import derived_for, is_name, metric
 from sensors.models import RESOLUTIONS, CurrentReading, Location, Placement, Sensor
 
@@ -103,12 +103,12 @@ class HistoryQuery:
 
 
 @read_only_page
-def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
-    """GET /api/sensors/<mac>/history?metric=...: documented in docs/api.md."""
-    normalised = normalise_mac(mac)
+def sensor_history_api(request: HttpRequest, device_id: str) -> JsonResponse:
+    """GET /api/sensors/<device id>/history?metric=...: documented in docs/api.md."""
+    normalised = normalise_device_id(device_id)
     if normalised is None:
-        return JsonResponse({"error": f"{mac!r} is not a MAC address"}, status=400)
-    sensor = get_object_or_404(Sensor, mac=normalised)
+        return JsonResponse({"error": f"{device_id!r} is not a device id"}, status=400)
+    sensor = get_object_or_404(Sensor, device_id=normalised)
     try:
         query = HistoryQuery.from_params(request.GET)
     except BadRequest as exc:
@@ -117,7 +117,7 @@ def sensor_history_api(request: HttpRequest, mac: str) -> JsonResponse:
     series = sensor_series(sensor, name, query.start, query.end, query.max_points, calibrated)
     return JsonResponse(
         {
-            "sensor": {"mac": sensor.mac, "name": sensor.display_name},
+            "sensor": _sensor_json(sensor),
             "metric": name,
             "label": metric(name).label,
             "unit": sensor.display_unit(name, calibrated),
@@ -165,7 +165,7 @@ def location_history_api(request: HttpRequest, pk: int) -> JsonResponse:
             "step_seconds": step,
             "series": [
                 {
-                    "sensor": {"mac": sensor.mac, "name": sensor.display_name},
+                    "sensor": _sensor_json(sensor),
                     "unit": sensor.display_unit(name, calibrated),
                     "coverage": series.coverage,
                     "points": _points(series),
@@ -176,11 +176,16 @@ def location_history_api(request: HttpRequest, pk: int) -> JsonResponse:
     )
 
 
-def _sensor_or_404(mac: str) -> Sensor:
-    normalised = normalise_mac(mac)
+def _sensor_json(sensor: Sensor) -> dict[str, str]:
+    """Who a series is from; "mac" repeats the id for clients written when every sensor was a MAC."""
+    return {"id": sensor.device_id, "source": sensor.source, "mac": sensor.device_id, "name": sensor.display_name}
+
+
+def _sensor_or_404(device_id: str) -> Sensor:
+    normalised = normalise_device_id(device_id)
     if normalised is None:
-        raise Http404("not a MAC address")
-    return get_object_or_404(Sensor.objects.select_related("location"), mac=normalised)
+        raise Http404("not a device id")
+    return get_object_or_404(Sensor.objects.select_related("location"), device_id=normalised)
 
 
 def chart_metrics(measured: set[str]) -> list[str]:
@@ -189,8 +194,8 @@ def chart_metrics(measured: set[str]) -> list[str]:
 
 
 @read_only_page
-def sensor_page(request: HttpRequest, mac: str) -> HttpResponse:
-    sensor = _sensor_or_404(mac)
+def sensor_page(request: HttpRequest, device_id: str) -> HttpResponse:
+    sensor = _sensor_or_404(device_id)
     # A sensor has a current-value row for every metric it ever sent (kept forever, like the rollups).
     measured = set(sensor.current_readings.values_list("metric", flat=True))
     return render(
@@ -206,9 +211,9 @@ def sensor_page(request: HttpRequest, mac: str) -> HttpResponse:
 
 
 @read_only_page
-def sensor_csv(request: HttpRequest, mac: str) -> HttpResponse:
+def sensor_csv(request: HttpRequest, device_id: str) -> HttpResponse:
     """The readings of exactly the range the page shows, as export_readings writes them."""
-    sensor = _sensor_or_404(mac)
+    sensor = _sensor_or_404(device_id)
     try:
         start, end = requested_range(request.GET)
     except BadRequest as exc:
@@ -224,7 +229,7 @@ def sensor_csv(request: HttpRequest, mac: str) -> HttpResponse:
     # Streamed: the first byte leaves at once and memory stays flat, even for 30 days of minutes
     # (the rows come from the database in chunks, see export.ordered_for_export).
     response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv")
-    filename = f"{sensor.mac.replace(':', '')}_{format_time(start)}_{format_time(end)}.csv".replace(":", "")
+    filename = f"{sensor.device_id}_{format_time(start)}_{format_time(end)}.csv".replace(":", "")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

@@ -25,7 +25,10 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--format", choices=["csv", "json"], default="csv")
-        parser.add_argument("--sensor", help="only this sensor (MAC address, any usual spelling)")
+        parser.add_argument(
+            "--sensor",
+            help="only this sensor (its device id: a MAC address in any usual spelling, or e.g. tasmota:greenhouse-1)",
+        )
         parser.add_argument("--metric", help="only this metric, e.g. air_temperature")
         parser.add_argument(
             "--resolution",
@@ -43,7 +46,7 @@ class Command(BaseCommand):
         readings = RESOLUTIONS[options["resolution"]].objects.between(options["since"], options["until"])
         if options["sensor"]:
             try:
-                readings = readings.for_sensor(Sensor.normalise_mac(options["sensor"]))
+                readings = readings.for_sensor(Sensor.normalise_device_id(options["sensor"]))
             except ValidationError as exc:
                 raise CommandError(exc.messages[0]) from exc
         if options["metric"]:
