@@ -267,6 +267,17 @@ COLLECTOR_UNKNOWN_SENSORS = env.str("COLLECTOR_UNKNOWN_SENSORS", default="regist
 # all; beyond them lines are refused, counted, logged, and listed in the admin ("Refused sensors").
 COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE = _typed("int", "COLLECTOR_MAX_NEW_SENSORS_PER_MINUTE", 60)
 COLLECTOR_MAX_SENSORS = _typed("int", "COLLECTOR_MAX_SENSORS", 2000)
+# MQTT devices (Tasmota, ESPHome, Shelly, the generic JSON form; docs/devices.md): with a broker
+# URL (mqtt://[user:password@]host[:port], mqtts:// for TLS) the collector also subscribes there,
+# as COLLECTOR_MQTT_CLIENT_ID with a persistent session, to COLLECTOR_MQTT_TOPICS (empty: the
+# default subscriptions of every supported firmware). Payloads over COLLECTOR_MQTT_MAX_PAYLOAD
+# bytes are refused. COLLECTOR_MQTT_CA_FILE: the CA an mqtts:// broker's certificate is checked
+# against (empty: the system's).
+COLLECTOR_MQTT_URL = env.str("COLLECTOR_MQTT_URL", default="")
+COLLECTOR_MQTT_TOPICS = _typed("list", "COLLECTOR_MQTT_TOPICS", [])
+COLLECTOR_MQTT_CLIENT_ID = env.str("COLLECTOR_MQTT_CLIENT_ID", default="greenhouse-collector")
+COLLECTOR_MQTT_MAX_PAYLOAD = _typed("int", "COLLECTOR_MQTT_MAX_PAYLOAD", 64 * 1024)
+COLLECTOR_MQTT_CA_FILE = env.str("COLLECTOR_MQTT_CA_FILE", default="")
 
 # --- Retention ------------------------------------------------------------------
 # Minute rows older than this many days are deleted (0 keeps them forever); the

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 from django.db import DatabaseError, connections
 
+from .ingest.mqtt import MqttConfig, MqttUrlError, valid_topic_filter
 from .storage import SUPPORTED_VENDORS
 
 
@@ -66,12 +68,46 @@ def collector_settings_check(app_configs, **kwargs) -> list[Error]:
         )
     if settings.COLLECTOR_JOURNAL_MAX_BYTES < 1 << 20:
         errors.append(Error("COLLECTOR_JOURNAL_MAX_BYTES must be at least 1048576 (1 MiB).", id="sensors.E011"))
+    errors.extend(_mqtt_errors())
     if settings.MINUTE_RETENTION_DAYS < 0:
         errors.append(
             Error(
                 f"MINUTE_RETENTION_DAYS={settings.MINUTE_RETENTION_DAYS} must be 0 (keep forever) or a number of days.",
                 id="sensors.E006",
             )
+        )
+    return errors
+
+
+def _mqtt_errors() -> list[Error]:
+    """COLLECTOR_MQTT_*: a broker URL the collector can use, topic filters a broker accepts."""
+    errors: list[Error] = []
+    if not settings.COLLECTOR_MQTT_URL:
+        return errors
+    try:
+        MqttConfig.from_url(settings.COLLECTOR_MQTT_URL)
+    except MqttUrlError as exc:
+        errors.append(Error(str(exc), id="sensors.E021"))
+    for topic in settings.COLLECTOR_MQTT_TOPICS:
+        if not valid_topic_filter(topic):
+            errors.append(
+                Error(
+                    f"COLLECTOR_MQTT_TOPICS: {topic!r} is not an MQTT topic filter (like tele/+/SENSOR).",
+                    id="sensors.E022",
+                )
+            )
+    if not 1 <= len(settings.COLLECTOR_MQTT_CLIENT_ID) <= 23 or not settings.COLLECTOR_MQTT_CLIENT_ID.isascii():
+        errors.append(
+            Error(
+                "COLLECTOR_MQTT_CLIENT_ID must be 1 to 23 ASCII characters (what every broker accepts).",
+                id="sensors.E023",
+            )
+        )
+    if settings.COLLECTOR_MQTT_MAX_PAYLOAD < 64:
+        errors.append(Error("COLLECTOR_MQTT_MAX_PAYLOAD must be at least 64 bytes.", id="sensors.E024"))
+    if settings.COLLECTOR_MQTT_CA_FILE and not Path(settings.COLLECTOR_MQTT_CA_FILE).is_file():
+        errors.append(
+            Error(f"COLLECTOR_MQTT_CA_FILE={settings.COLLECTOR_MQTT_CA_FILE!r} is not a file.", id="sensors.E025")
         )
     return errors
 

@@ -75,6 +75,9 @@ class Metric:
     unit: str  # as stored: what the board sends
     bounds: tuple[float, float] = EXTRA_BOUNDS  # inclusive; values outside are rejected by the parser
     aliases: tuple[str, ...] = ()  # other keys a board may send for it (lower case)
+    # Names MQTT firmwares give it (ESPHome object ids, generic JSON keys; lower snake case), on top
+    # of `aliases`. Kept apart so that the TCP protocol's keys stay exactly what they were.
+    device_keys: tuple[str, ...] = ()
     calibration: Calibration | None = None
 
     @property
@@ -110,6 +113,7 @@ METRICS: dict[str, Metric] = {
             "°C",
             bounds=(-60.0, 100.0),
             aliases=("temp", "temperature"),
+            device_keys=("air_temp", "tc"),
             calibration=Offset("temperature_offset"),
         ),
         Metric(
@@ -118,6 +122,7 @@ METRICS: dict[str, Metric] = {
             "%RH",
             bounds=(0.0, 100.0),
             aliases=("hum",),
+            device_keys=("rh", "relative_humidity", "air_humidity"),
             calibration=Offset("humidity_offset"),
         ),
         Metric(
@@ -126,13 +131,19 @@ METRICS: dict[str, Metric] = {
             "raw",
             bounds=(0.0, 1e9),
             aliases=("soil",),
+            device_keys=("moisture", "soil_raw"),
             calibration=TwoPoint("soil_dry_raw", "soil_wet_raw"),
         ),
+        # Reported by MQTT devices (a BME280 on Tasmota, a battery-powered Shelly H&T).
+        Metric("pressure", "Air pressure", "hPa", bounds=(0.0, 2000.0), device_keys=("air_pressure",)),
+        Metric("battery", "Battery", "%", bounds=(0.0, 100.0), device_keys=("battery_level", "battery_percent")),
     )
 }
 
 # Key as a board sends it (lower case) -> metric name. A metric's own name is one of its keys.
 ALIASES: dict[str, str] = {key: m.name for m in METRICS.values() for key in (m.name, *m.aliases)}
+# The same for MQTT devices' field names: the TCP keys and the firmwares' own names.
+DEVICE_KEYS: dict[str, str] = ALIASES | {key: m.name for m in METRICS.values() for key in m.device_keys}
 
 # The firmware's line carries these three, in this order: `Soil: 612; temp: 21; hum: 48; from MAC`.
 FIRMWARE_LINE: tuple[str, str, str] = ("soil_moisture", "air_temperature", "humidity")
@@ -222,6 +233,11 @@ def is_name(text: str) -> bool:
 def canonical(key: str) -> str:
     """The metric a (lower-case) key names: an alias's metric, else the key itself (an extra metric)."""
     return ALIASES.get(key, key)
+
+
+def device_metric(key: str) -> str:
+    """The metric an MQTT device's (lower snake case) field name names, else the key itself (an extra metric)."""
+    return DEVICE_KEYS.get(key, key)
 
 
 def bounds(name: str) -> tuple[float, float]:

@@ -76,6 +76,7 @@ def write_batch(batch: Batch) -> int:
             record_refused(batch.refused)
             if batch.journal is not None and batch.marks:
                 batch = _unstored_part(batch)
+            record_availability(batch.availability)
             if not batch.sensors:
                 return 0
             sensor_ids = upsert_sensors(batch)
@@ -125,7 +126,7 @@ def _unstored_part(batch: Batch) -> Batch:
         journal,
         len(done),
     )
-    kept = Batch(journal=journal, seq=batch.seq, complete=batch.complete, refused={})
+    kept = Batch(journal=journal, seq=batch.seq, complete=batch.complete, refused={}, availability=batch.availability)
     kept.buckets = {key: bucket for key, bucket in batch.buckets.items() if key[2] not in done}
     kept.sensors = batch.sensors if kept.buckets else {}
     kept.marks = {minute: seq for minute, seq in batch.marks.items() if minute not in done}
@@ -466,6 +467,18 @@ def watched_macs() -> list[str]:
     except DatabaseError:
         connection.close()
         raise
+
+
+def record_availability(availability: dict[str, tuple[float, bool]]) -> None:
+    """A device's last will ("offline") sets Sensor.offline_since, its "online" clears it; unknown devices are skipped.
+
+    An "offline" keeps the earliest time of an outage already recorded (a broker repeating a retained will)."""
+    for device_id, (when, online) in availability.items():
+        sensors = Sensor.objects.filter(device_id=device_id)
+        if online:
+            sensors.exclude(offline_since=None).update(offline_since=None)
+        else:
+            sensors.filter(offline_since=None).update(offline_since=_utc(when))
 
 
 def record_refused(refused: dict[str, RefusedSeen]) -> None:

@@ -132,9 +132,12 @@ class Batch:
     # The newest sample of watched sensors, (mac, metric) -> LiveValue: overwritten, never merged
     # into the minutes (they are written from the buckets as usual); see storage.merge_live.
     live: dict[tuple[str, str], LiveValue] = field(default_factory=dict)
+    # What MQTT devices said of themselves (a last will "offline", a birth "online"), the newest
+    # per device: device -> (when, online). Stored as Sensor.offline_since, for known sensors only.
+    availability: dict[str, tuple[float, bool]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.sensors) or bool(self.refused) or bool(self.live)
+        return bool(self.sensors) or bool(self.refused) or bool(self.live) or bool(self.availability)
 
     @property
     def sample_count(self) -> int:
@@ -184,6 +187,10 @@ class Batch:
             known = self.live.get(key)
             if known is None or value.received_at >= known.received_at:
                 self.live[key] = value
+        for device, said in other.availability.items():
+            known_state = self.availability.get(device)
+            if known_state is None or said[0] >= known_state[0]:
+                self.availability[device] = said
         for mine, theirs in ((self.sensors, other.sensors), (self.refused, other.refused)):
             for mac, entry in theirs.items():
                 known = mine.get(mac)
@@ -386,6 +393,10 @@ class Aggregator:
                 bucket.add(value)
             trio.append(bucket)
         return tuple(trio)
+
+    def mark_seen(self, mac: str, timestamp: float, peer: str) -> None:
+        """Note that a sensor was heard from without adding a sample (an MQTT message replayed as retained)."""
+        self._batch_for(minute_start(timestamp)).seen(mac, timestamp, peer)
 
     def drain(self) -> Batch:
         """Return everything aggregated so far and start anew."""

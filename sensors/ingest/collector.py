@@ -1,7 +1,8 @@
-"""The collector: listener -> parser -> aggregator -> writer, and its lifecycle.
+"""The collector: listener (and MQTT source) -> parser -> aggregator -> writer, and its lifecycle.
 
 No Django import: the `collect` management command builds a `Collector` with
-the storage function and handles signals. The ingest loop runs in the calling
+the storage function and handles signals. TCP lines and MQTT messages are two sources
+of the same samples: one aggregator, one journal, one writer, one stats line. The ingest loop runs in the calling
 thread and is a sequence of small steps (`step`, `flush`, `report_stats`,
 `shutdown`) that tests can call directly; the database is only touched by the
 writer thread, so a slow database never stalls reading from the sensors.
@@ -17,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .aggregator import Aggregator, Batch, RefusedSensor, minute_start
+from .devices import Availability, MessageParser
 from .journal import RAW, SAMPLES, Journal
 from .listener import LineListener, Network
+from .mqtt import Message, MqttSource
 from .periodic import PeriodicThread
 from .protocol import Reason, Rejected, parse_firmware_block, parse_firmware_line, parse_line
 from .ratelimit import LogLimiter
@@ -158,10 +161,12 @@ class Collector:
         known_sensors: KnownSensors | None = None,
         side_jobs: Sequence[SideJob] = (),
         journal: Journal | None = None,
+        mqtt: MqttSource | None = None,
     ) -> None:
         """`clock` stamps samples (wall time, UTC epoch seconds); `side_jobs` are threads that live
         as long as the collector (e.g. the retention purge); `journal` keeps what was accepted on disk
-        until the database has it (the writer must have been given the same one)."""
+        until the database has it (the writer must have been given the same one); `mqtt`, a broker
+        whose devices' messages are ingested beside the TCP lines."""
         self.config = config
         self.writer = writer
         self.journal = journal
@@ -185,6 +190,13 @@ class Collector:
         self.samples = 0
         self.rejected_lines: Counter[str] = Counter()
         self.rejected_fields: Counter[str] = Counter()
+        self.mqtt = mqtt
+        self.parser = MessageParser(mqtt.config.max_payload) if mqtt is not None else MessageParser()
+        self.messages = 0  # MQTT messages that gave samples
+        self.mqtt_samples = 0
+        self.retained_messages = 0  # replayed by the broker on subscribing: the device is seen, nothing stored
+        self.rejected_messages: Counter[str] = Counter()
+        self.rejected_message_fields: Counter[str] = Counter()
         self._log_limiter = LogLimiter()
         self._refused: dict[str, RefusedSensor] = {}
         self._stop_requested = False
@@ -207,6 +219,8 @@ class Collector:
         self.writer.start()
         for job in self.side_jobs:
             job.start()
+        if self.mqtt is not None:
+            self.mqtt.start()
         now = time.monotonic()
         self._next_flush = now + self.config.flush_interval
         self._next_open_flush = now + self.config.open_minute_interval
@@ -244,6 +258,9 @@ class Collector:
         finally:
             try:
                 self.listener.close_all()
+                if self.mqtt is not None:  # what paho has acknowledged is ours to write: take it all
+                    self.mqtt.stop()
+                    self.handle_messages(self.mqtt.take())
             finally:
                 self.flush()
                 deadline = time.monotonic() + self.config.shutdown_write_seconds
@@ -261,6 +278,8 @@ class Collector:
     def step(self, timeout: float = POLL_SECONDS) -> None:
         if self.listener.poll(timeout) and not self.listener.saturated and self.config.coalesce_seconds:
             time.sleep(self.config.coalesce_seconds)
+        if self.mqtt is not None and self.mqtt.pending:
+            self.handle_messages(self.mqtt.take())
         now = time.monotonic()
         if self.journal is not None and now >= self._next_cut:
             self._next_cut = now + self.config.journal_sync_interval
@@ -353,6 +372,53 @@ class Collector:
                     self.lines -= 1
                     self._reject_line(peer, raw, Rejected(Reason.TOO_MANY_METRICS))
 
+    def handle_messages(self, messages: list[Message]) -> None:
+        """Parse and aggregate MQTT messages (from `MqttSource.take`), as `handle_lines` does TCP lines.
+
+        A retained message (the broker's stored last value, sent when the collector subscribes) is
+        no new sample: its device is only marked as seen. Availability (a last will, a birth
+        message) is handed to the writer at once, so a device that went away shows offline within
+        a write, not a minute.
+        """
+        availability: dict[str, tuple[float, bool]] = {}
+        journal = self.journal
+        for timestamp, topic, payload, retained in messages:
+            parsed = self.parser.parse(topic, payload)
+            if parsed is None:
+                continue
+            if isinstance(parsed, Rejected):
+                self._reject_message(topic, payload, parsed, retained)
+                continue
+            if isinstance(parsed, Availability):
+                availability[parsed.device] = (timestamp, parsed.online)
+                continue
+            device = parsed.mac
+            if self.known_sensors is not None:
+                reason = self.known_sensors.admit(device)
+                if reason is not None:
+                    self._refuse_sensor(device, reason, timestamp, "")
+                    self._reject_message(topic, payload, Rejected(reason), retained)
+                    continue
+            if parsed.dropped:
+                self.rejected_message_fields.update(parsed.dropped)
+            if retained:
+                self.retained_messages += 1
+                self.aggregator.mark_seen(device, timestamp, "")
+                continue
+            self.messages += 1
+            accepted: list[tuple[str, float]] | None = [] if journal is not None else None
+            refused = self.aggregator.add(device, parsed.values, timestamp, "", accepted)
+            self.mqtt_samples += len(parsed.values) - refused
+            if accepted and journal is not None:
+                journal.entries.append((timestamp, "", encode_samples(device, accepted), SAMPLES))
+            if refused:
+                self.rejected_message_fields[Reason.TOO_MANY_METRICS] += refused
+                if refused == len(parsed.values):
+                    self.messages -= 1
+                    self._reject_message(topic, payload, Rejected(Reason.TOO_MANY_METRICS), retained)
+        if availability:
+            self.writer.submit(Batch(availability=availability))
+
     def flush(self) -> None:
         """Hand every minute held, the open one included, to the writer (cheap: a swap)."""
         self.writer.submit(self._stamp(self._take_refused(self.aggregator.drain())))
@@ -401,6 +467,21 @@ class Collector:
             listener["accept_errors"],
             self._journal_stats(),
         )
+        if self.mqtt is not None:
+            mqtt = current["mqtt"] - previous["mqtt"]
+            logger.info(
+                "stats mqtt: broker %s %s, %.1f messages/s, %.1f samples/s, retained (seen only) %d, "
+                "rejected messages: %s; rejected fields: %s; reconnects %d, dropped over the queue bound %d",
+                self.mqtt.config.where,
+                "connected" if self.mqtt.connected else "disconnected",
+                mqtt["messages"] / elapsed,
+                mqtt["samples"] / elapsed,
+                mqtt["retained"],
+                _format_counts(current["rejected_messages"] - previous["rejected_messages"]),
+                _format_counts(current["rejected_message_fields"] - previous["rejected_message_fields"]),
+                mqtt["disconnects"],
+                mqtt["dropped_queue_full"],
+            )
 
     def _journal_stats(self) -> str:
         journal = self.journal
@@ -434,6 +515,14 @@ class Collector:
             "rejected_lines": self.rejected_line_totals(),
             "rejected_fields": Counter(self.rejected_fields),
             "listener": Counter(self.listener.counters),
+            "mqtt": Counter(
+                messages=self.messages,
+                samples=self.mqtt_samples,
+                retained=self.retained_messages,
+                **(self.mqtt.counters if self.mqtt is not None else {}),
+            ),
+            "rejected_messages": Counter(self.rejected_messages),
+            "rejected_message_fields": Counter(self.rejected_message_fields),
         }
 
     def _refuse_sensor(self, mac: str, reason: str, timestamp: float, peer: str) -> None:
@@ -457,6 +546,17 @@ class Collector:
         if self._refused:
             batch.refused, self._refused = self._refused, {}
         return batch
+
+    def _reject_message(self, topic: str, payload: bytes, rejected: Rejected, retained: bool) -> None:
+        self.rejected_messages[rejected.reason] += 1
+        if self._log_limiter.allow(f"mqtt {rejected.reason}"):
+            logger.warning(
+                "rejected MQTT message on %.120r%s (%s): %.120r",
+                topic,
+                " (retained)" if retained else "",
+                rejected.reason,
+                payload,
+            )
 
     def _reject_line(self, peer: str, raw: bytes, rejected: Rejected) -> None:
         self.rejected_lines[rejected.reason] += 1

@@ -17,8 +17,10 @@ from greenhouse_site.startup import raise_file_limit, require_migrated
 from sensors import storage
 from sensors.ingest import replay
 from sensors.ingest.collector import Collector, CollectorConfig, KnownSensors
+from sensors.ingest.devices import DEFAULT_TOPICS
 from sensors.ingest.journal import Journal, JournalError, retire
 from sensors.ingest.listener import BindError
+from sensors.ingest.mqtt import MqttConfig, MqttSource
 from sensors.ingest.writer import Writer
 from sensors.retention import RetentionThread
 
@@ -150,7 +152,10 @@ class Command(BaseCommand):
         if options["test_clock_start"] is not None:
             clock = offset_clock(options["test_clock_start"])
             logger.warning("testing clock: samples are stamped from %s on", options["test_clock_start"])
-        collector = Collector(config, writer, clock=clock, known_sensors=known, side_jobs=[retention], journal=journal)
+        mqtt = self.mqtt_source(clock)
+        collector = Collector(
+            config, writer, clock=clock, known_sensors=known, side_jobs=[retention], journal=journal, mqtt=mqtt
+        )
         if journal is not None:
             self.replay_earlier_run(writer, journal)
         try:  # the metric limit counts what is stored, so a restart does not start it over
@@ -171,7 +176,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, stop)
         logger.info(
             "collector listening on %s:%d (ended minutes written within %gs, the open minute every %gs, "
-            "%s, database %s, unknown sensors: %s, networks: %s%s)",
+            "%s, database %s, unknown sensors: %s, networks: %s%s%s)",
             host,
             port,
             config.flush_interval,
@@ -183,6 +188,7 @@ class Command(BaseCommand):
             settings.COLLECTOR_UNKNOWN_SENSORS,
             ", ".join(settings.COLLECTOR_ALLOWED_NETWORKS) or "any",
             ", port shared with other collectors (--reuse-port)" if config.reuse_port else "",
+            f", MQTT broker {mqtt.config.where}" if mqtt is not None else "",
         )
         try:
             collector.run()
@@ -199,6 +205,19 @@ class Command(BaseCommand):
                 + (f": {lost} samples lost" if lost > 0 else " (a write was still under way)")
             )
         logger.info("collector stopped cleanly")
+
+    def mqtt_source(self, clock: Callable[[], float]) -> MqttSource | None:
+        """The broker to subscribe to (COLLECTOR_MQTT_URL, checked by the system checks), or None."""
+        if not settings.COLLECTOR_MQTT_URL:
+            return None
+        config = MqttConfig.from_url(
+            settings.COLLECTOR_MQTT_URL,
+            topics=tuple(settings.COLLECTOR_MQTT_TOPICS) or DEFAULT_TOPICS,
+            client_id=settings.COLLECTOR_MQTT_CLIENT_ID,
+            max_payload=settings.COLLECTOR_MQTT_MAX_PAYLOAD,
+            ca_file=settings.COLLECTOR_MQTT_CA_FILE or None,
+        )
+        return MqttSource(config, clock=clock)
 
     def open_journal(self) -> Journal | None:
         """This process's journal, after replaying the journals of collectors that died; None if off or unusable."""
