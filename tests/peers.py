@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
+import os
 import socket
 import threading
 import time
@@ -198,3 +200,91 @@ def wait_until(condition: Callable[[], object], timeout: float = 15.0, what: str
             return result
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Publisher:
+    """A real MQTT client that publishes at QoS 1 and waits for the broker's acknowledgement."""
+
+    def __init__(self, address: tuple[str, int] = BROKER) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.connect(*address)
+        self.client.loop_start()
+
+    def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 1) -> None:
+        info = self.client.publish(topic, payload, qos=qos, retain=retain)
+        info.wait_for_publish(10)
+        assert info.is_published(), f"the broker did not acknowledge {topic}"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def forget_session(client_id: str, address: tuple[str, int] = BROKER) -> None:
+    """End a persistent session on the broker (connect with clean_session, disconnect): tests leave none behind."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=True)
+    try:
+        client.connect(*address)
+        client.loop_start()
+        client.disconnect()
+        client.loop_stop()
+    except OSError:
+        pass
+
+
+class PrivateBroker:
+    """A Mosquitto of our own on a free port of 127.0.0.1, with persistence, that a test may stop and restart."""
+
+    def __init__(self, directory, port: int | None = None) -> None:
+        import shutil
+        import subprocess
+
+        binary = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if os.path.exists("/usr/sbin/mosquitto") else None)
+        if binary is None:
+            pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
+        self.binary, self.subprocess = binary, subprocess
+        self.directory = directory
+        self.port = port or free_port()
+        self.config = directory / "mosquitto.conf"
+        self.config.write_text(
+            # Started as root, Mosquitto would switch to its own user, who cannot write our directory.
+            f"user {getpass.getuser()}\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            f"persistence_location {directory}/\nautosave_interval 1\nmax_queued_messages 100000\n"
+        )
+        self.process = None
+        self.start()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return ("127.0.0.1", self.port)
+
+    def start(self) -> None:
+        self.log = open(self.directory / "mosquitto.log", "ab")
+        self.process = self.subprocess.Popen([self.binary, "-c", str(self.config)], stdout=self.log, stderr=self.log)
+        wait_until(self._accepts, 10, "mosquitto to listen")
+
+    def _accepts(self) -> bool:
+        try:
+            socket.create_connection(self.address, timeout=1).close()
+        except OSError:
+            return False
+        return True
+
+    def stop(self) -> None:
+        """SIGTERM: Mosquitto saves its persistence file (sessions, queued messages) and exits."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+        self.log.close()
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

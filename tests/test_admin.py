@@ -16,7 +16,9 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def sensor() -> Sensor:
     now = timezone.now()
-    sensor = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c", last_seen=now, first_seen=now, temperature_offset=-1.0)
+    sensor = Sensor.objects.create(
+        device_id="5c:cf:7f:0a:1b:2c", last_seen=now, first_seen=now, temperature_offset=-1.0
+    )
     store_minutes(
         [
             Reading(

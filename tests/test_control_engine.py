@@ -508,7 +508,9 @@ def test_a_rule_that_keeps_failing_is_reported_once_and_retried_with_back_off(be
 
 def _soil_tray() -> tuple[Location, Sensor, Sensor]:
     tray = Location.objects.create(name="Tray B")
-    calibrated = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:30", name="Calibrated", soil_dry_raw=800, soil_wet_raw=300)
+    calibrated = Sensor.objects.create(
+        device_id="5c:cf:7f:0a:1b:30", name="Calibrated", soil_dry_raw=800, soil_wet_raw=300
+    )
     raw = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:31", name="Uncalibrated")
     calibrated.move_to(tray)
     raw.move_to(tray)

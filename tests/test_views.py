@@ -39,7 +39,12 @@ def sensor() -> Sensor:
 
 def test_last_hour_minute_by_minute_with_calibration_and_units(admin_client, sensor):
     data = admin_client.get(URL, {"metric": "humidity", "range": "1h"}).json()
-    assert data["sensor"] == {"id": "5c:cf:7f:0a:1b:2c", "source": "tcp", "mac": "5c:cf:7f:0a:1b:2c", "name": "Tomatoes"}
+    assert data["sensor"] == {
+        "id": "5c:cf:7f:0a:1b:2c",
+        "source": "tcp",
+        "mac": "5c:cf:7f:0a:1b:2c",
+        "name": "Tomatoes",
+    }
     assert (data["unit"], data["step_seconds"]) == ("%RH", 60)
     assert len(data["points"]) == 60
     assert data["points"][-1]["mean"] == 52.0 and data["points"][-1]["t"].endswith(":00Z")
@@ -106,7 +111,9 @@ def test_a_location_chart_gives_each_sensor_its_own_unit(admin_client):
 
     bench = Location.objects.create(name="Bench 1")
     raw = Sensor.objects.create(device_id="5c:cf:7f:00:00:01", name="Uncalibrated")
-    calibrated = Sensor.objects.create(device_id="5c:cf:7f:00:00:02", name="Calibrated", soil_dry_raw=800, soil_wet_raw=400)
+    calibrated = Sensor.objects.create(
+        device_id="5c:cf:7f:00:00:02", name="Calibrated", soil_dry_raw=800, soil_wet_raw=400
+    )
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
     for probe in (raw, calibrated):
         probe.move_to(bench, when=start - timedelta(hours=1))

@@ -404,6 +404,8 @@ class Collector:
             if retained:
                 self.retained_messages += 1
                 self.aggregator.mark_seen(device, timestamp, "")
+                if journal is not None:  # an entry without values: replayed as "seen", and it moves the marks on
+                    journal.entries.append((timestamp, "", encode_samples(device, ()), SAMPLES))
                 continue
             self.messages += 1
             accepted: list[tuple[str, float]] | None = [] if journal is not None else None

@@ -79,8 +79,8 @@ class SensorCard:
 
     @property
     def offline_since(self) -> datetime | None:
-        """When an offline sensor last reported."""
-        return None if self.online else self.sensor.last_seen
+        """When an offline sensor went away: as its broker said (a last will), else when it last reported."""
+        return None if self.online else (self.sensor.offline_since or self.sensor.last_seen)
 
     def value(self, name: str) -> ShownValue | None:
         return self._by_metric.get(name)
