@@ -482,8 +482,9 @@ class Rule(models.Model):
         """What the data says now, calibrated; a location is the mean of the sensors placed there."""
         if self.kind == "offline":
             last_seen = self.sensor.last_seen
-            age = math.inf if last_seen is None else max(0.0, (now - last_seen).total_seconds())
-            return rules.Observation(value=None, age=age)
+            if last_seen is None or self.sensor.offline_since is not None:  # its broker said it went away
+                return rules.Observation(value=None, age=math.inf)
+            return rules.Observation(value=None, age=max(0.0, (now - last_seen).total_seconds()))
         if self.sensor_id is not None:
             return sensor_observation(self.sensor, self.metric, now, self.max_age, self.reads, self.duration)
         placed = self.placed_sensors(now)

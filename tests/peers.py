@@ -211,13 +211,19 @@ class Publisher:
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
         self.client.connect(*address)
         self.client.loop_start()
+        self.retained: set[str] = set()
 
     def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 1) -> None:
         info = self.client.publish(topic, payload, qos=qos, retain=retain)
         info.wait_for_publish(10)
         assert info.is_published(), f"the broker did not acknowledge {topic}"
+        if retain:
+            self.retained.add(topic)
 
     def close(self) -> None:
+        """Disconnect, first removing what this publisher retained: a shared broker keeps nothing of a test."""
+        for topic in self.retained:
+            self.client.publish(topic, b"", qos=1, retain=True).wait_for_publish(5)
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -183,8 +183,6 @@ def test_a_last_will_marks_the_sensor_offline_at_once_and_online_clears_it(
     assert Sensor.objects.get(device_id=f"esphome:e{token}").offline_since is not None
     assert collector.stop() == 0
     collector.assert_no_traceback()
-    publisher.publish(f"tele/w{token}/LWT", b"", retain=True)  # clear the retained wills
-    publisher.publish(f"e{token}/status", b"", retain=True)
 
 
 def test_messages_published_while_the_collector_was_down_are_stored_once(
@@ -315,7 +313,6 @@ def test_bad_messages_are_counted_by_reason_and_never_stop_ingest(start_collecto
     assert Sensor.objects.filter(device_id__startswith=f"mqtt:f{token}-").count() == 4
     assert RefusedSensor.objects.filter(device_id__startswith=f"mqtt:f{token}-").count() == 4
     assert "rejected MQTT message on" in collector.output
-    publisher.publish(f"{prefix}-junk/state", b"", retain=True)
 
 
 def test_a_retained_message_marks_the_device_seen_but_is_no_new_sample(
@@ -334,7 +331,6 @@ def test_a_retained_message_marks_the_device_seen_but_is_no_new_sample(
     assert sensor.last_seen is not None
     assert list(Reading.objects.filter(sensor=sensor).values_list("value_sum", flat=True)) == [19.0]
     assert "retained (seen only) 1" in stats_mqtt(collector.output)
-    publisher.publish(topic, b"", retain=True)
 
 
 def test_the_tcp_boards_report_beside_the_mqtt_devices(start_collector, broker, client_id, publisher, token):

@@ -344,6 +344,20 @@ def test_offline_sensor_is_reported_by_email_and_webhook(engine, http_peer, benc
         smtp.close()
 
 
+def test_a_device_that_reports_itself_offline_fires_the_offline_rule_at_once(engine, bench):
+    """An MQTT device's last will: no waiting for `offline_after` of silence; its "online" releases the rule."""
+    Rule.objects.create(name="Bench board gone", kind="offline", sensor=bench, offline_after=timedelta(minutes=10))
+    report(bench, "air_temperature", 20, age=5)
+    engine.step()
+    assert Rule.objects.get().phase == "idle"
+    Sensor.objects.filter(pk=bench.pk).update(offline_since=timezone.now())
+    engine.step()
+    assert Rule.objects.get().phase == "triggered"
+    Sensor.objects.filter(pk=bench.pk).update(offline_since=None)
+    engine.step()
+    assert Rule.objects.get().phase != "triggered"
+
+
 def test_a_flapping_condition_sends_one_notification_per_cool_down(engine, http_peer, bench, settings):
     hook = http_peer()
     settings.CONTROL_NOTIFY_WEBHOOK = hook.url("/hook")

@@ -113,6 +113,13 @@ def test_fahrenheit_is_converted_to_celsius():
     assert got["humidity"] == 27.0 and got["humidity_sht3x"] == 18.9
 
 
+def test_tasmota_global_copy_is_not_a_second_sensor():
+    payload = (
+        b'{"AM2301":{"Temperature":24.6,"Humidity":58.2},"Global":{"Temperature":24.6,"Humidity":58.2},"TempUnit":"C"}'
+    )
+    assert values(parse("tele/bench/SENSOR", payload)) == {"air_temperature": 24.6, "humidity": 58.2}
+
+
 def test_tasmota_lwt_is_availability():
     assert parse("tele/bench/LWT", b"Offline") == Availability("tasmota:bench", False)
     assert parse("tele/bench/LWT", b"Online") == Availability("tasmota:bench", True)

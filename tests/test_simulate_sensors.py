@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import re
 import signal
 import socket
@@ -87,3 +88,93 @@ def test_boards_reconnect_when_the_collector_restarts(start_collector):
     connections, reconnects = map(int, re.search(r"\((\d+) connections, (\d+) reconnects", output).groups())
     assert connections >= 6 and reconnects >= 3, output
     assert "connections opened 3" in second.output  # all three boards came back (stats lines add up to 3)
+
+
+@pytest.mark.parametrize(
+    ("kind", "metrics"),
+    [
+        ("tasmota", {"air_temperature", "humidity", "soil_moisture"}),
+        ("esphome", {"air_temperature", "humidity", "soil_moisture"}),
+        ("shelly", {"air_temperature", "humidity"}),
+    ],
+)
+def test_simulated_mqtt_devices_report_through_the_collector(start_collector, kind, metrics):
+    """`simulate_sensors --mqtt`: the demo's Tasmota, ESPHome and Shelly devices, through the real broker."""
+    from sensors.models import CurrentReading
+    from tests.peers import broker_or_skip, forget_session
+
+    broker_or_skip()
+    first = random.Random().randrange(1 << 20, 1 << 24)  # names of our own on the shared broker
+    client_id = f"gh-sim-{first:x}"
+    env = manage_env(COLLECTOR_MQTT_URL="mqtt://127.0.0.1:1883", COLLECTOR_MQTT_CLIENT_ID=client_id)
+    try:
+        collector = start_collector("--flush-interval", "0.3", "--open-minute-interval", "0.3", env=env)
+        wait_until(lambda: "subscribed to" in collector.output, 15, "the collector to subscribe")
+        devices = {f"{kind}:sim-{kind}-{first + index}" for index in range(3)}
+        simulator = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "simulate_sensors",
+                "--mqtt",
+                "mqtt://127.0.0.1:1883",
+                "--kind",
+                kind,
+                "--sensors",
+                "3",
+                "--first-index",
+                str(first),
+                "--interval",
+                "0.3",
+            ],
+            cwd=ROOT,
+            env=manage_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            wait_until(
+                lambda: (
+                    {
+                        (device, metric)
+                        for device, metric in CurrentReading.objects.filter(sensor__device_id__in=devices).values_list(
+                            "sensor__device_id", "metric"
+                        )
+                    }
+                    == {(device, metric) for device in devices for metric in metrics}
+                ),
+                20,
+                "every simulated device's metrics",
+            )
+        finally:
+            simulator.send_signal(signal.SIGINT)
+            output, _ = simulator.communicate(timeout=15)
+        assert simulator.returncode == 0, output
+        assert re.search(rf"published \d+ messages from 3 {kind} devices", output)
+        # Their wills on stop: offline at once.
+        wait_until(
+            lambda: Sensor.objects.filter(device_id__in=devices, offline_since__isnull=False).count() == 3,
+            10,
+            "offline",
+        )
+        assert collector.stop() == 0
+        collector.assert_no_traceback()
+    finally:
+        forget_session(client_id)
+        clear_retained(kind, [f"sim-{kind}-{first + index}" for index in range(3)])
+
+
+def clear_retained(kind: str, names: list[str]) -> None:
+    """The simulated devices' retained wills and states, removed: the shared broker keeps nothing of a test."""
+    from sensors.ingest.simulator import availability_message
+    from tests.peers import Publisher
+
+    publisher = Publisher()
+    for name in names:
+        topics = [availability_message(kind, name, False)[0]]
+        if kind == "esphome":
+            topics += [f"{name}/sensor/{object_id}/state" for object_id in ("temperature", "humidity", "soil_moisture")]
+        for topic in topics:
+            publisher.publish(topic, b"", retain=True)
+    publisher.close()

@@ -221,6 +221,8 @@ class MessageParser:
             if not isinstance(sensor, dict):
                 continue  # "Time", "TempUnit", ...: about the message, not a measurement
             object_key = snake(object_name)
+            if object_key == "global":
+                continue  # SetOption2: a copy of another object's values, not a sensor of its own
             for field_name, value in sensor.items():
                 key = snake(field_name)
                 if key.replace("_", "") in _COMPUTED or key in _DESCRIPTIVE:

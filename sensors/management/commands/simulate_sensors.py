@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import threading
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from greenhouse_site.startup import raise_file_limit
-from sensors.ingest.simulator import make_fleet, run_fleet
+from sensors.ingest.mqtt import MqttConfig, MqttUrlError
+from sensors.ingest.simulator import MQTT_KINDS, make_fleet, run_fleet, run_mqtt_fleet
 
 
 class Command(BaseCommand):
-    help = "Simulate greenhouse sensor boards sending the firmware's lines to a collector."
+    help = (
+        "Simulate greenhouse sensor boards sending the firmware's lines to a collector, "
+        "or (--mqtt) Tasmota, ESPHome or Shelly devices publishing to a broker."
+    )
     requires_system_checks: list = []
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -25,14 +30,25 @@ class Command(BaseCommand):
         parser.add_argument("--first-index", type=int, default=0, help="MAC numbering start, to run several fleets")
         parser.add_argument("--seed", type=int, default=1, help="random seed for the values")
         parser.add_argument("--report-every", type=float, default=30.0, help="seconds between progress log lines")
+        parser.add_argument(
+            "--mqtt",
+            metavar="URL",
+            help="publish to this broker instead (mqtt://[user:password@]host[:port]) as --kind devices",
+        )
+        parser.add_argument(
+            "--kind", choices=MQTT_KINDS, default="tasmota", help="with --mqtt: which firmware (default %(default)s)"
+        )
 
     def handle(self, *args, **options) -> None:
         if options["sensors"] < 1 or options["interval"] <= 0:
             raise CommandError("--sensors must be at least 1 and --interval positive")
         if options["first_index"] < 0 or options["first_index"] + options["sensors"] > 1 << 24:
             raise CommandError("MAC numbering must stay within 0..16777215")
-        raise_file_limit(options["sensors"] + 64)
         boards = make_fleet(options["sensors"], options["first_index"], options["seed"])
+        if options["mqtt"]:
+            self.run_mqtt(boards, options)
+            return
+        raise_file_limit(options["sensors"] + 64)
         stats = asyncio.run(self.run(boards, options))
         self.stdout.write(
             f"sent {stats.lines_sent} lines from {len(boards)} boards "
@@ -49,4 +65,20 @@ class Command(BaseCommand):
             loop.call_later(options["duration"], stop.set)
         return await run_fleet(
             boards, options["host"], options["port"], options["interval"], stop, options["report_every"]
+        )
+
+    def run_mqtt(self, boards, options) -> None:
+        try:
+            config = MqttConfig.from_url(options["mqtt"])
+        except MqttUrlError as exc:
+            raise CommandError(str(exc).replace("COLLECTOR_MQTT_URL", "--mqtt")) from None
+        stop = threading.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+        if options["duration"] is not None:
+            threading.Timer(options["duration"], stop.set).start()
+        stats = run_mqtt_fleet(config, options["kind"], boards, options["interval"], stop, options["report_every"])
+        self.stdout.write(
+            f"published {stats.messages_sent} messages from {len(boards)} {options['kind']} devices "
+            f"to {config.where} ({stats.failures} not queued)"
         )
