@@ -69,9 +69,14 @@ bench: setup
 	-$(PY) bench/burst.py --collectors 2 --no-bare
 	-$(PY) bench/burst.py --collectors 2 --boards 10000 --no-bare
 	-$(PY) bench/fanin.py
+	-$(PY) bench/mqtt.py
 
 bench-fanin: setup
 	$(PY) bench/fanin.py
+
+# MQTT ingest against a bare paho subscriber on a Mosquitto of its own (needs mosquitto and mosquitto-clients).
+bench-mqtt: setup
+	$(PY) bench/mqtt.py
 
 bench-storm: setup
 	$(PY) bench/storm.py

@@ -76,7 +76,8 @@ def seed(end: datetime, minute_days: int) -> None:
     first_hour = end - timedelta(hours=hours)
     minutes_from = end - timedelta(days=minute_days)
     sensor_ids = [
-        Sensor.objects.create(device_id=f"5c:cf:7f:be:00:{index:02x}", name=f"Bench {index}").pk for index in range(SENSORS)
+        Sensor.objects.create(device_id=f"5c:cf:7f:be:00:{index:02x}", name=f"Bench {index}").pk
+        for index in range(SENSORS)
     ]
     start_field = Reading._meta.get_field("start")
     rng = random.Random(7)

@@ -29,7 +29,9 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 
 from sensors.identity import Source, mqtt_device_id
 from sensors.metrics import bounds, device_metric, is_name
@@ -88,6 +90,7 @@ _SLUG = re.compile(r"[^a-z0-9]+")
 _AVAILABILITY = {"online": True, "offline": False, "true": True, "false": False}
 
 
+@lru_cache(maxsize=4096)
 def snake(name: str) -> str:
     """``CarbonDioxide`` -> ``carbon_dioxide``, ``DS18B20-1`` -> ``ds18b20_1``: a device's name as a metric key."""
     return _SLUG.sub("_", _CAMEL.sub("_", name).lower()).strip("_")
@@ -173,15 +176,39 @@ def _availability(device: str, payload: bytes) -> Availability | Rejected:
     return Availability(device, state)
 
 
+@lru_cache(maxsize=4096)
+def _generic_metric(key: str) -> str | None:
+    """The metric a generic JSON key names (the TCP protocol's keys and aliases), None if it cannot name one."""
+    name = key.strip().lower()
+    return device_metric(name) if is_name(name) else None
+
+
 class MessageParser:
     """Topic and payload -> `Parsed`, by the topic's shape (see the module docstring)."""
 
+    # Topics seen recently -> how to read them: a device publishes to the same few topics all day.
+    # Bounded (cleared when full), so a flood of new topics cannot grow it.
+    MAX_CACHED_TOPICS = 20_000
+
     def __init__(self, max_payload: int = MAX_PAYLOAD_BYTES) -> None:
         self.max_payload = max_payload
+        self._topics: dict[str, tuple[str, list[str], Callable[[str, list[str], bytes], Parsed]] | Rejected] = {}
 
     def parse(self, topic: str, payload: bytes) -> Parsed:
         if len(payload) > self.max_payload:
             return Rejected(MessageReason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes")
+        known = self._topics.get(topic)
+        if known is None:
+            if len(self._topics) >= self.MAX_CACHED_TOPICS:
+                self._topics.clear()
+            known = self._topics[topic] = self._read_topic(topic)
+        if isinstance(known, Rejected):
+            return known
+        device, levels, handler = known
+        return handler(device, levels, payload)
+
+    def _read_topic(self, topic: str):
+        """(device id, levels, handler) for a topic, or why it names no device."""
         levels = topic.split("/")
         route = self._route(levels)
         if route is None:
@@ -190,7 +217,7 @@ class MessageParser:
         device = mqtt_device_id(source, name)
         if device is None:
             return Rejected(MessageReason.INVALID_DEVICE, name)
-        return handler(device, levels, payload)
+        return device, levels, handler
 
     def _route(self, levels: list[str]):
         """(source, device name, handler) for a topic's levels, or None."""
@@ -313,14 +340,14 @@ class MessageParser:
             return document
         fields = _Fields()
         for key, value in document.items():
-            name = key.strip().lower()
-            if not is_name(name):
+            metric = _generic_metric(key)
+            if metric is None:
                 fields.dropped.append(Reason.INVALID_KEY)
                 continue
             if isinstance(value, dict | list):
                 fields.dropped.append(Reason.MALFORMED_FIELD)
                 continue
-            fields.add(device_metric(name), _number(value))
+            fields.add(metric, _number(value))
         if not fields.values and not fields.dropped:
             return Rejected(Reason.NO_VALUES)
         return fields.result(device)
