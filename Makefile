@@ -10,7 +10,7 @@ BENCH_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/bench
 # PostgreSQL database of `make bench-pages` (its own: re-seeding drops and re-creates it).
 BENCH_PAGES_POSTGRES_URL ?= postgres://postgres@127.0.0.1:5432/bench_pages
 
-.PHONY: setup run migrate test test-sqlite test-postgres lint clean bench bench-fanin bench-storm bench-burst bench-flush bench-pages
+.PHONY: setup run migrate test test-sqlite test-postgres lint clean bench bench-fanin bench-storm bench-burst bench-flush bench-pages bench-mqtt
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)

@@ -91,3 +91,22 @@ def test_a_logged_in_grower_without_staff_status_cannot_reach_the_admin(client, 
     assert client.get("/").status_code == 200
     response = client.get("/admin/sensors/sensor/")
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+def test_an_mqtt_device_is_added_by_its_device_id_and_filtered_by_source(admin_client, sensor):
+    """In reject mode a grower adds a Tasmota by hand as `tasmota:<topic>`, in any letter case."""
+    form = {
+        "device_id": "Tasmota:North_Bench",
+        "name": "North Tasmota",
+        "temperature_offset": "0",
+        "humidity_offset": "0",
+        "placements-TOTAL_FORMS": "0",
+        "placements-INITIAL_FORMS": "0",
+    }
+    assert admin_client.post("/admin/sensors/sensor/add/", form).status_code == 302
+    added = Sensor.objects.get(name="North Tasmota")
+    assert (added.device_id, added.source) == ("tasmota:north_bench", "tasmota")
+    page = admin_client.get("/admin/sensors/sensor/", {"source": "tasmota"}).content.decode()
+    assert "North Tasmota" in page and "5c:cf:7f:0a:1b:2c" not in page
+    refused = admin_client.post("/admin/sensors/sensor/add/", {**form, "device_id": "zigbee:bench", "name": "Z"})
+    assert refused.status_code == 200 and "is not a device id" in refused.content.decode()

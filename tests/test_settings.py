@@ -90,3 +90,36 @@ def test_debug_off_without_a_real_secret_key_refuses_to_start_and_says_how_to_se
         assert result.returncode != 0
         assert "SECRET_KEY is not set (or is the published development key)" in result.stderr
         assert "secrets.token_urlsafe" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"COLLECTOR_MQTT_URL": "http://broker:1883"}, "must start with mqtt:// or mqtts://, not 'http'"),
+        ({"COLLECTOR_MQTT_URL": "mqtt://:1883"}, "COLLECTOR_MQTT_URL has no host"),
+        ({"COLLECTOR_MQTT_URL": "mqtt://broker:99999"}, "COLLECTOR_MQTT_URL is not a URL"),
+        ({"COLLECTOR_MQTT_URL": "mqtt://broker/tele/#"}, "takes no path or query"),
+        (
+            {"COLLECTOR_MQTT_URL": "mqtt://broker", "COLLECTOR_MQTT_TOPICS": "tele/+/SENSOR,tele/a+/x"},
+            "'tele/a+/x' is not an MQTT topic filter",
+        ),
+        (
+            {"COLLECTOR_MQTT_URL": "mqtt://broker", "COLLECTOR_MQTT_TOPICS": "#/tele"},
+            "'#/tele' is not an MQTT topic filter",
+        ),
+        (
+            {"COLLECTOR_MQTT_URL": "mqtt://broker", "COLLECTOR_MQTT_CLIENT_ID": "x" * 24},
+            "COLLECTOR_MQTT_CLIENT_ID must be 1 to 23",
+        ),
+        ({"COLLECTOR_MQTT_URL": "mqtts://broker", "COLLECTOR_MQTT_CA_FILE": "/nonexistent/ca.pem"}, "is not a file"),
+    ],
+)
+def test_a_broker_setting_mistake_is_a_system_check_error(env, message):
+    result = manage("check", **env)
+    assert result.returncode == 1, result.stderr
+    assert message in result.stderr
+
+
+def test_a_broker_password_never_appears_in_the_check_output():
+    result = manage("check", COLLECTOR_MQTT_URL="ftp://grower:s3cret-pass@broker:1883")
+    assert result.returncode == 1 and "s3cret-pass" not in result.stderr + result.stdout

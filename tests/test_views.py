@@ -198,3 +198,39 @@ def test_a_sensor_placed_a_minute_ago_has_its_charts_on_the_location_page_at_onc
     page = admin_client.get(f"/locations/{bench.pk}/").content.decode()
     assert 'data-metric="soil_moisture"' in page
     assert "No readings from sensors placed here yet" not in page
+
+
+def test_an_mqtt_device_has_its_page_api_and_csv_under_its_device_id(admin_client):
+    """`tasmota:greenhouse_1` is the key in the URLs, in any letter case, like a MAC in any spelling."""
+    device = Sensor.objects.create(device_id="tasmota:greenhouse_1", source="tasmota", name="North Tasmota")
+    minute = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=2)
+    store_minutes(
+        [
+            Reading(
+                sensor=device,
+                metric="pressure",
+                start=minute,
+                samples=6,
+                value_sum=6 * 1013.0,
+                value_min=1012.0,
+                value_max=1014.0,
+            )
+        ]
+    )
+    page = admin_client.get("/sensors/Tasmota:Greenhouse_1/")
+    assert page.status_code == 200
+    assert 'data-api="/api/sensors/tasmota:greenhouse_1/history"' in page.content.decode()
+    data = admin_client.get("/api/sensors/tasmota:greenhouse_1/history", {"metric": "pressure", "range": "1h"}).json()
+    assert data["sensor"] == {
+        "id": "tasmota:greenhouse_1",
+        "source": "tasmota",
+        "mac": "tasmota:greenhouse_1",
+        "name": "North Tasmota",
+    }
+    assert (data["label"], data["unit"], data["points"][0]["mean"]) == ("Air pressure", "hPa", 1013.0)
+    csv_response = admin_client.get("/sensors/tasmota:greenhouse_1/readings.csv", {"range": "1h"})
+    body = b"".join(csv_response.streaming_content).decode()
+    assert body.splitlines()[1].startswith("tasmota:greenhouse_1,North Tasmota,,pressure,")
+    assert 'filename="tasmotagreenhouse_1_' in csv_response["Content-Disposition"]
+    assert admin_client.get("/api/sensors/zigbee:x/history", {"metric": "pressure"}).status_code == 400
+    assert admin_client.get("/sensors/mqtt:nobody/").status_code == 404
