@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 
 import pytest
@@ -351,3 +352,27 @@ def test_the_tcp_boards_report_beside_the_mqtt_devices(start_collector, broker, 
         (f"mqtt:m{token}", "mqtt"),
     }
     assert Sensor.objects.get(device_id=f"mqtt:m{token}").last_peer is None
+
+
+def test_a_sigkill_after_the_journal_sync_loses_no_mqtt_sample(
+    start_collector, broker, client_id, publisher, token, journal_dir
+):
+    """MQTT samples are journaled like lines: nothing was written to the database, the restart replays them once."""
+    topic, device = f"greenhouse/j{token}/state", f"mqtt:j{token}"
+    env = mqtt_env(client_id, topics=[topic])
+    expected = Expected()
+    never = ("--flush-interval", "3600", "--open-minute-interval", "3600", "--stats-interval", "3600")
+    first = start_collector(*never, *CLOCK, env=env)
+    subscribed(first)
+    for value in range(40):
+        publisher.publish(topic, json.dumps({"soil": 100 + value}))
+        expected.add(device, soil_moisture=100 + value)
+    wait_until(lambda: any(journal_dir.rglob("*.seg")), 10, "the journal's first segment")
+    time.sleep(1.0 + 1.0)  # COLLECTOR_JOURNAL_SYNC_INTERVAL and a margin: the last record is fsynced
+    first.kill()
+    assert stored_samples(device) == 0, "nothing was written to the database before the kill"
+    second = start_collector(*FAST, *CLOCK, env=env)
+    wait_until(lambda: stored_samples(device) == 40, 20, "the replay")
+    assert second.stop() == 0
+    second.assert_no_traceback()
+    assert mine(exported(), {device}) == expected.rows(MINUTE)
