@@ -58,8 +58,10 @@ def normalise_mac(text: str) -> str | None:
 
 def mqtt_device_id(source: str, name: str) -> str | None:
     """``<source>:<name>`` in lower case, or None if `name` cannot name a device."""
+    if source not in MQTT_SOURCES or not name.isascii():  # before lower(): the Kelvin sign would become "k"
+        return None
     name = name.lower()
-    if source not in MQTT_SOURCES or not name.isascii() or _NAME_RE.match(name) is None:
+    if _NAME_RE.match(name) is None:
         return None
     return f"{source}:{name}"
 
@@ -70,7 +72,7 @@ def normalise_device_id(text: str) -> str | None:
     if mac is not None:
         return mac
     source, sep, name = text.strip().partition(":")
-    if not sep:
+    if not sep or not source.isascii():
         return None
     return mqtt_device_id(source.lower(), name)
 

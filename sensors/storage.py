@@ -76,6 +76,7 @@ def write_batch(batch: Batch) -> int:
             record_refused(batch.refused)
             if batch.journal is not None and batch.marks:
                 batch = _unstored_part(batch)
+            record_discovered(batch.discovered)
             record_availability(batch.availability)
             if not batch.sensors:
                 return 0
@@ -126,7 +127,14 @@ def _unstored_part(batch: Batch) -> Batch:
         journal,
         len(done),
     )
-    kept = Batch(journal=journal, seq=batch.seq, complete=batch.complete, refused={}, availability=batch.availability)
+    kept = Batch(
+        journal=journal,
+        seq=batch.seq,
+        complete=batch.complete,
+        refused={},
+        availability=batch.availability,
+        discovered=batch.discovered,
+    )
     kept.buckets = {key: bucket for key, bucket in batch.buckets.items() if key[2] not in done}
     kept.sensors = batch.sensors if kept.buckets else {}
     kept.marks = {minute: seq for minute, seq in batch.marks.items() if minute not in done}
@@ -467,6 +475,16 @@ def watched_macs() -> list[str]:
     except DatabaseError:
         connection.close()
         raise
+
+
+def record_discovered(devices: set[str]) -> None:
+    """Register devices known from a retained message only: no first or last seen, no readings."""
+    if devices:
+        Sensor.objects.bulk_create(
+            [Sensor(device_id=device, source=source_of(device)) for device in sorted(devices)],
+            batch_size=ROWS_PER_STATEMENT,
+            ignore_conflicts=True,
+        )
 
 
 def record_availability(availability: dict[str, tuple[float, bool]]) -> None:

@@ -138,6 +138,7 @@ def test_every_firmware_format_ends_up_as_exact_minute_rows(start_collector, bro
         "mqtt",
     }
     assert token not in "".join(line for line in collector.output.splitlines() if "rejected" in line)
+    assert "reconnects 0" in stats_mqtt(collector.output)  # its own clean stop is no reconnect
 
 
 def test_a_last_will_marks_the_sensor_offline_at_once_and_online_clears_it(
@@ -316,22 +317,35 @@ def test_bad_messages_are_counted_by_reason_and_never_stop_ingest(start_collecto
     assert "rejected MQTT message on" in collector.output
 
 
-def test_a_retained_message_marks_the_device_seen_but_is_no_new_sample(
-    start_collector, broker, client_id, publisher, token
-):
-    """ESPHome retains its states: a collector that (re)subscribes is sent the last one again."""
-    topic = f"k{token}/sensor/temperature/state"
-    publisher.publish(topic, b"18.5", retain=True)
-    collector = start_collector(*FAST, env=mqtt_env(client_id, topics=[f"k{token}/sensor/+/state"]))
+def test_a_retained_message_is_no_new_sample_and_no_sign_of_life(start_collector, broker, client_id, publisher, token):
+    """ESPHome retains its states: a collector that (re)subscribes is sent each last one again.
+
+    A device known only from it is registered (never reported); a registered device silent for
+    days stays offline (its alarm must not clear); a live message is a sample as ever.
+    """
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    three_days_ago = timezone.now() - timedelta(days=3)
+    dead = Sensor.objects.create(device_id=f"esphome:d{token}", source="esphome", last_seen=three_days_ago)
+    for prefix in (f"d{token}", f"k{token}"):
+        publisher.publish(f"{prefix}/sensor/temperature/state", b"18.5", retain=True)
+    topics = [f"d{token}/sensor/+/state", f"k{token}/sensor/+/state"]
+    collector = start_collector(*FAST, env=mqtt_env(client_id, topics=topics))
     subscribed(collector)
-    sensor = wait_until(lambda: Sensor.objects.filter(device_id=f"esphome:k{token}").first(), 15, "the sensor")
-    publisher.publish(topic, b"19.0", retain=True)  # live: a new sample
+    new = wait_until(lambda: Sensor.objects.filter(device_id=f"esphome:k{token}").first(), 15, "the new device")
+    assert (new.first_seen, new.last_seen) == (None, None) and not new.is_online()
+    publisher.publish(f"k{token}/sensor/temperature/state", b"19.0", retain=True)  # live: a new sample
     wait_until(lambda: stored_samples(f"esphome:k{token}") == 1, 15, "the live sample")
     assert collector.stop() == 0
     collector.assert_no_traceback()
-    assert sensor.last_seen is not None
-    assert list(Reading.objects.filter(sensor=sensor).values_list("value_sum", flat=True)) == [19.0]
-    assert "retained (seen only) 1" in stats_mqtt(collector.output)
+    new.refresh_from_db()
+    assert new.last_seen is not None
+    assert list(Reading.objects.filter(sensor=new).values_list("value_sum", flat=True)) == [19.0]
+    dead.refresh_from_db()
+    assert dead.last_seen == three_days_ago and not dead.is_online() and not dead.readings.exists()
+    assert "retained (not stored) 2" in stats_mqtt(collector.output)
 
 
 def test_the_tcp_boards_report_beside_the_mqtt_devices(start_collector, broker, client_id, publisher, token):

@@ -17,7 +17,11 @@ from hypothesis import strategies as st
 from sensors.ingest.devices import Availability, MessageParser, MessageReason, snake
 from sensors.ingest.protocol import Accepted, Reason, Rejected
 
-parse = MessageParser().parse
+
+def parse(topic: str, payload: bytes | None):
+    """A fresh parser each time: what one message gives on its own (the memory across messages is tested apart)."""
+    return MessageParser().parse(topic, payload)
+
 
 # --- Tasmota, verbatim from its documentation ------------------------------------------------
 AM2301 = b'{"Time":"2019-01-01T00:00:00","AM2301":{"Temperature":24.6,"Humidity":58.2},"TempUnit":"C"}'
@@ -96,6 +100,43 @@ def test_tasmota_pressure_in_mmhg_is_converted_to_hpa():
 def test_a_second_sensor_object_of_the_same_quantity_gets_its_own_name():
     got = values(parse("tele/bench/SENSOR", DS18B20_MANY))
     assert got == {"air_temperature": 13.3, "air_temperature_ds18b20_2": 1.2, "air_temperature_ds18b20_3": 22.5}
+
+
+def test_a_failed_read_of_the_first_probe_never_puts_the_second_in_its_series():
+    """The AM2301 reports air_temperature here: when it sends null or is left out, the DS18B20 keeps its own name."""
+    parser = MessageParser()
+    both = b'{"AM2301":{"Temperature":21.0,"Humidity":50},"DS18B20":{"Id":"01","Temperature":12.5}}'
+    assert values(parser.parse("tele/bed/SENSOR", both)) == {
+        "air_temperature": 21.0,
+        "humidity": 50.0,
+        "air_temperature_ds18b20": 12.5,
+    }
+    failed = b'{"AM2301":{"Temperature":null,"Humidity":null},"DS18B20":{"Id":"01","Temperature":12.6}}'
+    parsed = parser.parse("tele/bed/SENSOR", failed)
+    assert values(parsed) == {"air_temperature_ds18b20": 12.6} and parsed.dropped == (Reason.NOT_A_NUMBER,) * 2
+    missing = b'{"DS18B20":{"Id":"01","Temperature":12.7}}'
+    assert values(parser.parse("tele/bed/SENSOR", missing)) == {"air_temperature_ds18b20": 12.7}
+
+
+def test_a_second_probe_is_held_to_its_quantitys_bounds():
+    parsed = parse(
+        "tele/bed/SENSOR", b'{"AM2301":{"Temperature":21,"Humidity":50},"X":{"Temperature":5000,"Humidity":500}}'
+    )
+    assert values(parsed) == {"air_temperature": 21.0, "humidity": 50.0}
+    assert parsed.dropped == (Reason.OUT_OF_RANGE, Reason.OUT_OF_RANGE)
+    rpc = {
+        "method": "NotifyStatus",
+        "params": {"temperature:1": {"tC": 5000}, "devicepower:1": {"battery": {"percent": 500}}},
+    }
+    assert parse("s1/events/rpc", json.dumps(rpc).encode()) == Rejected(Reason.OUT_OF_RANGE)
+    odd = {"method": "NotifyStatus", "params": {"temperature:00": {"tC": 20}, "temperature:1": {"tC": 19}}}
+    parsed = parse("s1/events/rpc", json.dumps(odd).encode())
+    assert values(parsed) == {"air_temperature_1": 19.0} and parsed.dropped == (Reason.MALFORMED_FIELD,)
+
+
+def test_a_pressure_unit_that_cannot_be_converted_is_a_rejected_field():
+    parsed = parse("tele/bed/SENSOR", b'{"BME280":{"Temperature":20,"Pressure":30},"PressureUnit":"furlongs"}')
+    assert values(parsed) == {"air_temperature": 20.0} and parsed.dropped == (MessageReason.UNKNOWN_UNIT,)
 
 
 def test_tasmota_analog_a0_is_the_soil_probe():
@@ -235,6 +276,9 @@ def test_the_generic_form_keeps_good_fields_and_counts_bad_ones():
         ("greenhouse/bad device/state", b'{"temp": 1}', MessageReason.INVALID_DEVICE),
         ("greenhouse/" + "x" * 65 + "/state", b'{"temp": 1}', MessageReason.INVALID_DEVICE),
         ("some/other/topic/entirely", b"1", MessageReason.UNKNOWN_TOPIC),
+        ("x" * 300 + "/status", b"online", MessageReason.TOPIC_TOO_LONG),
+        ("tele/\u212aitchen/SENSOR", b'{"A":{"Temperature":1}}', MessageReason.INVALID_DEVICE),  # the Kelvin sign
+        ("greenhouse/x/state", None, MessageReason.PAYLOAD_TOO_LARGE),  # refused by the source, unread
     ],
 )
 def test_bad_messages_are_rejected_with_a_reason(topic, payload, reason):
@@ -269,6 +313,22 @@ def test_no_json_document_raises(document):
         result = parse(topic, payload)
         if isinstance(result, Accepted):
             assert all(isinstance(value, float) for _, value in result.values)
+
+
+def test_a_flood_of_long_topics_and_keys_keeps_the_parser_small():
+    """A hostile publisher cannot make the parser hold its junk: long topics are refused unkept, long keys uncached."""
+    import tracemalloc
+
+    parser = MessageParser()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    for index in range(300):
+        parser.parse(f"{index}{'y' * 60_000}/status", b"online")
+        parser.parse("tele/t/SENSOR", json.dumps({"A": {f"{index}{'k' * 60_000}": 1}}).encode())
+        parser.parse("greenhouse/g/state", json.dumps({f"{index}{'k' * 60_000}": 1}).encode())
+    grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    tracemalloc.stop()
+    assert grown < 2_000_000, f"{grown} bytes kept"
 
 
 def test_snake_case_of_device_names():

@@ -99,6 +99,7 @@ def test_debug_off_without_a_real_secret_key_refuses_to_start_and_says_how_to_se
         ({"COLLECTOR_MQTT_URL": "mqtt://:1883"}, "COLLECTOR_MQTT_URL has no host"),
         ({"COLLECTOR_MQTT_URL": "mqtt://broker:99999"}, "COLLECTOR_MQTT_URL is not a URL"),
         ({"COLLECTOR_MQTT_URL": "mqtt://broker/tele/#"}, "takes no path or query"),
+        ({"COLLECTOR_MQTT_URL": "mqtt://broker:0"}, "port 0 is not a broker's port"),
         (
             {"COLLECTOR_MQTT_URL": "mqtt://broker", "COLLECTOR_MQTT_TOPICS": "tele/+/SENSOR,tele/a+/x"},
             "'tele/a+/x' is not an MQTT topic filter",

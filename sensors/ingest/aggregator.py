@@ -135,9 +135,12 @@ class Batch:
     # What MQTT devices said of themselves (a last will "offline", a birth "online"), the newest
     # per device: device -> (when, online). Stored as Sensor.offline_since, for known sensors only.
     availability: dict[str, tuple[float, bool]] = field(default_factory=dict)
+    # Devices known only from a retained message: registered if new, with no sample and no
+    # "last seen" (a stored value is no sign the device is alive now).
+    discovered: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.sensors) or bool(self.refused) or bool(self.live) or bool(self.availability)
+        return any((self.sensors, self.refused, self.live, self.availability, self.discovered))
 
     @property
     def sample_count(self) -> int:
@@ -187,6 +190,7 @@ class Batch:
             known = self.live.get(key)
             if known is None or value.received_at >= known.received_at:
                 self.live[key] = value
+        self.discovered |= other.discovered
         for device, said in other.availability.items():
             known_state = self.availability.get(device)
             if known_state is None or said[0] >= known_state[0]:
@@ -393,10 +397,6 @@ class Aggregator:
                 bucket.add(value)
             trio.append(bucket)
         return tuple(trio)
-
-    def mark_seen(self, mac: str, timestamp: float, peer: str) -> None:
-        """Note that a sensor was heard from without adding a sample (an MQTT message replayed as retained)."""
-        self._batch_for(minute_start(timestamp)).seen(mac, timestamp, peer)
 
     def drain(self) -> Batch:
         """Return everything aggregated so far and start anew."""

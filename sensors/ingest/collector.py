@@ -194,7 +194,7 @@ class Collector:
         self.parser = MessageParser(mqtt.config.max_payload) if mqtt is not None else MessageParser()
         self.messages = 0  # MQTT messages that gave samples
         self.mqtt_samples = 0
-        self.retained_messages = 0  # replayed by the broker on subscribing: the device is seen, nothing stored
+        self.retained_messages = 0  # replayed by the broker on subscribing: no sample (a new device is registered)
         self.rejected_messages: Counter[str] = Counter()
         self.rejected_message_fields: Counter[str] = Counter()
         self._log_limiter = LogLimiter()
@@ -376,11 +376,13 @@ class Collector:
         """Parse and aggregate MQTT messages (from `MqttSource.take`), as `handle_lines` does TCP lines.
 
         A retained message (the broker's stored last value, sent when the collector subscribes) is
-        no new sample: its device is only marked as seen. Availability (a last will, a birth
+        no new sample and no sign the device is alive now: a device not registered yet is
+        registered (it shows in the admin as never reported), nothing else. Availability (a last will, a birth
         message) is handed to the writer at once, so a device that went away shows offline within
         a write, not a minute.
         """
         availability: dict[str, tuple[float, bool]] = {}
+        discovered: set[str] = set()
         journal = self.journal
         for timestamp, topic, payload, retained in messages:
             parsed = self.parser.parse(topic, payload)
@@ -393,6 +395,9 @@ class Collector:
                 availability[parsed.device] = (timestamp, parsed.online)
                 continue
             device = parsed.mac
+            if retained and self.known_sensors is not None and device in self.known_sensors.macs:
+                self.retained_messages += 1  # a registered device's stored last value: nothing to do
+                continue
             if self.known_sensors is not None:
                 reason = self.known_sensors.admit(device)
                 if reason is not None:
@@ -401,11 +406,9 @@ class Collector:
                     continue
             if parsed.dropped:
                 self.rejected_message_fields.update(parsed.dropped)
-            if retained:
+            if retained:  # a new device known from its stored last value: registered, nothing more
                 self.retained_messages += 1
-                self.aggregator.mark_seen(device, timestamp, "")
-                if journal is not None:  # an entry without values: replayed as "seen", and it moves the marks on
-                    journal.entries.append((timestamp, "", encode_samples(device, ()), SAMPLES))
+                discovered.add(device)
                 continue
             self.messages += 1
             accepted: list[tuple[str, float]] | None = [] if journal is not None else None
@@ -418,8 +421,8 @@ class Collector:
                 if refused == len(parsed.values):
                     self.messages -= 1
                     self._reject_message(topic, payload, Rejected(Reason.TOO_MANY_METRICS), retained)
-        if availability:
-            self.writer.submit(Batch(availability=availability))
+        if availability or discovered:
+            self.writer.submit(Batch(availability=availability, discovered=discovered))
 
     def flush(self) -> None:
         """Hand every minute held, the open one included, to the writer (cheap: a swap)."""
@@ -472,8 +475,9 @@ class Collector:
         if self.mqtt is not None:
             mqtt = current["mqtt"] - previous["mqtt"]
             logger.info(
-                "stats mqtt: broker %s %s, %.1f messages/s, %.1f samples/s, retained (seen only) %d, "
-                "rejected messages: %s; rejected fields: %s; reconnects %d, dropped over the queue bound %d",
+                "stats mqtt: broker %s %s, %.1f messages/s, %.1f samples/s, retained (not stored) %d, "
+                "rejected messages: %s; rejected fields: %s; reconnects %d, dropped over the queue bound %d, "
+                "callback errors %d",
                 self.mqtt.config.where,
                 "connected" if self.mqtt.connected else "disconnected",
                 mqtt["messages"] / elapsed,
@@ -483,6 +487,7 @@ class Collector:
                 _format_counts(current["rejected_message_fields"] - previous["rejected_message_fields"]),
                 mqtt["disconnects"],
                 mqtt["dropped_queue_full"],
+                mqtt["callback_errors"],
             )
 
     def _journal_stats(self) -> str:

@@ -39,6 +39,10 @@ from sensors.metrics import bounds, device_metric, is_name
 from .protocol import MAX_FIELDS_PER_LINE, Accepted, Reason, Rejected
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+# No supported topic is longer (a device name is at most 64 characters): a longer one is refused
+# before anything is kept of it, so a flood of huge topics cannot fill the parser's tables.
+MAX_TOPIC_LENGTH = 256
+MAX_KEY_LENGTH = 64  # a field name longer than this cannot name a metric (at most 32 characters)
 
 DEFAULT_TOPICS: tuple[str, ...] = (
     "tele/+/SENSOR",  # Tasmota telemetry
@@ -62,6 +66,9 @@ class MessageReason:
     UNKNOWN_TOPIC = "unknown_topic"  # a topic of none of the shapes above (COLLECTOR_MQTT_TOPICS too wide)
     INVALID_DEVICE = "invalid_device"  # a topic level that cannot name a device
     INVALID_STATUS = "invalid_status"  # an availability payload other than online/offline
+    TOPIC_TOO_LONG = "topic_too_long"
+    # single fields
+    UNKNOWN_UNIT = "unknown_unit"  # a Tasmota PressureUnit the collector cannot convert to hPa
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +97,18 @@ _SLUG = re.compile(r"[^a-z0-9]+")
 _AVAILABILITY = {"online": True, "offline": False, "true": True, "false": False}
 
 
-@lru_cache(maxsize=4096)
 def snake(name: str) -> str:
-    """``CarbonDioxide`` -> ``carbon_dioxide``, ``DS18B20-1`` -> ``ds18b20_1``: a device's name as a metric key."""
-    return _SLUG.sub("_", _CAMEL.sub("_", name).lower()).strip("_")
+    """``CarbonDioxide`` -> ``carbon_dioxide``, ``DS18B20-1`` -> ``ds18b20_1``: a device's name as a metric key.
+
+    Non-ASCII letters never become ASCII ones (the Kelvin sign is not a "k"): they are separators."""
+    if len(name) > MAX_KEY_LENGTH:
+        return _snake(name[: MAX_KEY_LENGTH + 1])  # too long to name a metric either way
+    return _snake(name)
+
+
+@lru_cache(maxsize=4096)
+def _snake(name: str) -> str:
+    return _SLUG.sub("_", _CAMEL.sub("_", name).encode("ascii", "replace").decode().lower()).strip("_")
 
 
 def _number(value: object) -> float | str:
@@ -129,13 +144,12 @@ class _Fields:
         self.values: dict[str, float] = {}
         self.dropped: list[str] = []
 
-    def add(self, key: str, value: float | str, suffix: str = "") -> None:
-        """Add `value` under metric `key` (or `key_suffix` when `key` is taken already in this message)."""
+    def add(self, key: str, value: float | str, quantity: str = "") -> None:
+        """Add `value` under metric `key`; `quantity` (for ``air_temperature_ds18b20``) is the metric whose
+        bounds it is held to, `key` itself by default."""
         if isinstance(value, str):
             self.dropped.append(value)
             return
-        if key in self.values and suffix:
-            key = f"{key}_{suffix}"
         if not is_name(key):
             self.dropped.append(Reason.INVALID_KEY)
             return
@@ -145,7 +159,7 @@ class _Fields:
         if len(self.values) >= MAX_FIELDS_PER_LINE:
             self.dropped.append(Reason.TOO_MANY_FIELDS)
             return
-        low, high = bounds(key)
+        low, high = bounds(quantity or key)
         if not low <= value <= high:
             self.dropped.append(Reason.OUT_OF_RANGE)
             return
@@ -176,9 +190,15 @@ def _availability(device: str, payload: bytes) -> Availability | Rejected:
     return Availability(device, state)
 
 
-@lru_cache(maxsize=4096)
 def _generic_metric(key: str) -> str | None:
     """The metric a generic JSON key names (the TCP protocol's keys and aliases), None if it cannot name one."""
+    if len(key) > MAX_KEY_LENGTH or not key.isascii():
+        return None
+    return _generic_metric_of(key)
+
+
+@lru_cache(maxsize=4096)
+def _generic_metric_of(key: str) -> str | None:
     name = key.strip().lower()
     return device_metric(name) if is_name(name) else None
 
@@ -189,14 +209,20 @@ class MessageParser:
     # Topics seen recently -> how to read them: a device publishes to the same few topics all day.
     # Bounded (cleared when full), so a flood of new topics cannot grow it.
     MAX_CACHED_TOPICS = 20_000
+    # (device, metric) -> the Tasmota sensor object that reports it under the metric's own name.
+    MAX_OWNERS = 100_000
 
     def __init__(self, max_payload: int = MAX_PAYLOAD_BYTES) -> None:
         self.max_payload = max_payload
         self._topics: dict[str, tuple[str, list[str], Callable[[str, list[str], bytes], Parsed]] | Rejected] = {}
+        self._owners: dict[tuple[str, str], str] = {}
 
-    def parse(self, topic: str, payload: bytes) -> Parsed:
-        if len(payload) > self.max_payload:
-            return Rejected(MessageReason.PAYLOAD_TOO_LARGE, f"{len(payload)} bytes")
+    def parse(self, topic: str, payload: bytes | None) -> Parsed:
+        """`payload` None: a message the MQTT source refused to keep (over the size limit)."""
+        if payload is None or len(payload) > self.max_payload:
+            return Rejected(MessageReason.PAYLOAD_TOO_LARGE)
+        if len(topic) > MAX_TOPIC_LENGTH:
+            return Rejected(MessageReason.TOPIC_TOO_LONG)
         known = self._topics.get(topic)
         if known is None:
             if len(self._topics) >= self.MAX_CACHED_TOPICS:
@@ -244,6 +270,7 @@ class MessageParser:
         fahrenheit = str(document.get("TempUnit", "C")).upper() == "F"
         pressure_factor = _PRESSURE_TO_HPA.get(str(document.get("PressureUnit", "hPa")).lower())
         fields = _Fields()
+        claimed: set[str] = set()  # metrics an earlier object of this message reports
         for object_name, sensor in document.items():
             if not isinstance(sensor, dict):
                 continue  # "Time", "TempUnit", ...: about the message, not a measurement
@@ -267,14 +294,27 @@ class MessageParser:
                     if metric == "air_temperature" and fahrenheit:
                         number = (number - 32.0) * 5.0 / 9.0
                     elif metric == "pressure":
-                        if pressure_factor is None:  # a unit we cannot convert: keep it apart
-                            metric = f"pressure_{snake(str(document.get('PressureUnit')))}"
-                        else:
-                            number *= pressure_factor
+                        number = MessageReason.UNKNOWN_UNIT if pressure_factor is None else number * pressure_factor
                 if object_key in _CHIP_OBJECTS:
-                    metric = f"{object_key}_{key}"  # esp32_temperature: the chip's, never the air's
-                fields.add(metric, number, object_key)
+                    fields.add(f"{object_key}_{key}", number)  # esp32_temperature: the chip's, never the air's
+                    continue
+                fields.add(self._tasmota_name(device, metric, object_key, claimed), number, metric)
         return fields.result(device)
+
+    def _tasmota_name(self, device: str, metric: str, object_key: str, claimed: set[str]) -> str:
+        """The metric itself for the object that first reported it on this device, ``<metric>_<object>`` for others.
+
+        Remembered per device, not decided per message: when the AM2301 fails a read (Tasmota then
+        sends null or leaves it out) the DS18B20 beside it keeps its own name and never lands in
+        the air temperature's series.
+        """
+        owner = self._owners.get((device, metric))
+        if owner is None and metric not in claimed:
+            if len(self._owners) >= self.MAX_OWNERS:
+                self._owners.clear()
+            owner = self._owners[(device, metric)] = object_key
+        claimed.add(metric)
+        return metric if owner == object_key else f"{metric}_{object_key}"
 
     # --- ESPHome -----------------------------------------------------------------------------
     def _esphome(self, device: str, levels: list[str], payload: bytes) -> Parsed:
@@ -313,17 +353,22 @@ class MessageParser:
             kind, _, index = component.partition(":")
             if not isinstance(status, dict):
                 continue  # "ts"
+            if index not in ("", "0") and not (
+                index.isascii() and index.isdigit() and index[0] != "0" and len(index) <= 3
+            ):
+                fields.dropped.append(Reason.MALFORMED_FIELD)  # "temperature:00", "temperature:x"
+                continue
             suffix = "" if index in ("", "0") else index
             if kind == "devicepower":
                 battery, external = status.get("battery"), status.get("external")
                 if isinstance(external, dict) and external.get("present") is True:
                     continue  # on USB power the battery reads 0 %: not a measurement
                 if isinstance(battery, dict) and "percent" in battery:
-                    fields.add(self._indexed("battery", suffix), _number(battery["percent"]))
+                    fields.add(self._indexed("battery", suffix), _number(battery["percent"]), "battery")
                 continue
             for field_name, metric in _SHELLY_COMPONENTS.get(kind, ()):
                 if field_name in status:
-                    fields.add(self._indexed(metric, suffix), _number(status[field_name]))
+                    fields.add(self._indexed(metric, suffix), _number(status[field_name]), metric)
         return fields.result(device)
 
     @staticmethod

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -30,7 +31,7 @@ from .ratelimit import LogLimiter
 
 logger = logging.getLogger(__name__)
 
-Message = tuple[float, str, bytes, bool]  # (received at, topic, payload, retained)
+Message = tuple[float, str, bytes | None, bool]  # (received at, topic, payload or None if too large, retained)
 
 
 def valid_topic_filter(topic: str) -> bool:
@@ -80,12 +81,14 @@ class MqttConfig:
             )
         if not parts.hostname:
             raise MqttUrlError("COLLECTOR_MQTT_URL has no host (like mqtt://127.0.0.1:1883)")
-        if parts.path not in ("", "/") or parts.query:
+        if parts.path not in ("", "/") or parts.query or parts.fragment:
             raise MqttUrlError("COLLECTOR_MQTT_URL takes no path or query (topics: COLLECTOR_MQTT_TOPICS)")
+        if port == 0:
+            raise MqttUrlError("COLLECTOR_MQTT_URL: port 0 is not a broker's port")
         tls = parts.scheme == "mqtts"
         return cls(
             host=parts.hostname,
-            port=port or (8883 if tls else 1883),
+            port=port if port is not None else (8883 if tls else 1883),
             username=unquote(parts.username) if parts.username is not None else None,
             password=unquote(parts.password) if parts.password is not None else None,
             tls=tls,
@@ -129,7 +132,10 @@ class MqttSource:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
-        client.suppress_exceptions = True  # a bug in a callback is logged by paho, never ends its thread
+        # A bug in a callback must not end paho's thread: paho catches it and logs it here (with
+        # its traceback); our callbacks also catch and log what they can themselves.
+        client.suppress_exceptions = True
+        client.enable_logger(logging.getLogger(f"{__name__}.paho"))
         return client
 
     # --- lifecycle (the ingest thread) ----------------------------------------------------------
@@ -139,16 +145,17 @@ class MqttSource:
         self._client.loop_start()
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Disconnect (the broker keeps the session and queues for the next start) and end paho's thread."""
+        """Disconnect (the broker keeps the session and queues for the next start) and end paho's thread.
+
+        `loop_stop` tells paho's thread to end before it joins it (so a reconnect under way cannot
+        go on to read more); it joins without a limit, so it runs in a thread of its own here.
+        """
         self._client.disconnect()
-        deadline = time.monotonic() + timeout
-        thread = self._client._thread  # paho keeps no public handle; loop_stop would join it without a limit
-        if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                logger.warning("the MQTT client did not stop within %gs", timeout)
-                return
-        self._client.loop_stop()
+        stopper = threading.Thread(target=self._client.loop_stop, name="mqtt-stop", daemon=True)
+        stopper.start()
+        stopper.join(timeout)
+        if stopper.is_alive():
+            logger.warning("the MQTT client did not stop within %gs", timeout)
         self.connected = False
 
     def take(self) -> list[Message]:
@@ -191,13 +198,23 @@ class MqttSource:
 
     def _on_disconnect(self, client: mqtt.Client, userdata, flags, reason_code, properties) -> None:
         was_connected, self.connected = self.connected, False
+        if reason_code == 0:  # our own disconnect (stop)
+            return
         if was_connected:
             self.counters["disconnects"] += 1
-        if reason_code != 0 and self._log_limiter.allow("disconnect"):
+        if self._log_limiter.allow("disconnect"):
             logger.warning("lost the MQTT broker %s (%s); reconnecting", self.config.where, reason_code)
 
     def _on_message(self, client: mqtt.Client, userdata, message: mqtt.MQTTMessage) -> None:
-        if len(self._messages) >= self.config.max_queued:
-            self.counters["dropped_queue_full"] += 1
-            return
-        self._messages.append((self.clock(), message.topic, message.payload, bool(message.retain)))
+        """Queue the message (paho acknowledges it when this returns): only cheap, bounded work here."""
+        try:
+            if len(self._messages) >= self.config.max_queued:
+                self.counters["dropped_queue_full"] += 1
+                return
+            payload = message.payload
+            if len(payload) > self.config.max_payload:
+                payload = None  # refused by the parser as too large; not kept in memory meanwhile
+            self._messages.append((self.clock(), message.topic, payload, bool(message.retain)))
+        except Exception:
+            self.counters["callback_errors"] += 1
+            logger.exception("could not queue an MQTT message")
