@@ -77,7 +77,7 @@ def main() -> int:
 
     def cleanup() -> None:
         Reading.objects.filter(sensor__device_id__startswith="02:be:7c").delete()
-        Sensor.objects.filter(mac__startswith="02:be:7c").delete()
+        Sensor.objects.filter(device_id__startswith="02:be:7c").delete()
 
     try:
         cleanup()

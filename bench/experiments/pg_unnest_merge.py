@@ -33,7 +33,7 @@ def main() -> None:
 
     def cleanup() -> None:
         Reading.objects.filter(sensor__device_id__startswith="02:be:7c").delete()
-        Sensor.objects.filter(mac__startswith="02:be:7c").delete()
+        Sensor.objects.filter(device_id__startswith="02:be:7c").delete()
 
     table = Reading._meta.db_table
     sql = (
