@@ -8,13 +8,14 @@ after a day or a year of history: a fixed handful of queries, rows in proportion
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
 from django.utils import timezone
 
 from sensors.metrics import derived_for, metric
 from sensors.models import CurrentReading, Location, Reading, Sensor
+from sensors.web.history import EpochStep
 
 TREND_SPAN = timedelta(hours=1)
 # A change smaller than this (in the value's own unit) is shown as steady, not as a rise or a fall.
@@ -137,24 +138,49 @@ class Earlier:
     mean: float
 
 
-def _hour_ago(currents: list[CurrentReading]) -> dict[tuple[int, str], Earlier]:
+@dataclass(frozen=True, slots=True)
+class Current:
+    """A sensor's current value of one metric (a CurrentReading row, read as plain values)."""
+
+    sensor_id: int
+    metric: str
+    start: datetime
+    mean: float
+    received_at: datetime
+
+
+def _utc(epoch: int) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+def _currents() -> list[Current]:
+    """Every current value, in metric order. Times come from the database as epoch seconds: turning
+    1,200 timestamps into datetimes in psycopg's loader (Django's time-zone-aware one is pure Python)
+    or Django's SQLite converter cost more than the query itself."""
+    rows = (
+        CurrentReading.objects.filter(samples__gt=0)
+        .order_by("metric")
+        .values_list("sensor_id", "metric", "value_sum", "samples", EpochStep("start", 1), EpochStep("received_at", 1))
+    )
+    return [
+        Current(sensor_id, name, _utc(start), total / samples, _utc(received))
+        for sensor_id, name, total, samples, start, received in rows
+    ]
+
+
+def _hour_ago(currents: list[Current]) -> dict[tuple[int, str], Earlier]:
     """The minute row TREND_SPAN before each current minute, in one query on the minutes' start index
-    (plain tuples: 600 model instances cost more than the query)."""
+    (plain tuples and epoch seconds, as in `_currents`)."""
     starts = {current.start - TREND_SPAN for current in currents}
     if not starts:
         return {}
-    sensor_ids = {current.sensor_id for current in currents}
-    rows = Reading.objects.filter(start__in=starts, sensor_id__in=sensor_ids).values_list(
-        "sensor_id", "metric", "start", "value_sum", "samples"
+    rows = Reading.objects.filter(start__in=starts, samples__gt=0).values_list(
+        "sensor_id", "metric", EpochStep("start", 1), "value_sum", "samples"
     )
-    return {
-        (sensor_id, name): Earlier(start, total / samples)
-        for sensor_id, name, start, total, samples in rows
-        if start in starts and samples
-    }
+    return {(sensor_id, name): Earlier(_utc(start), total / samples) for sensor_id, name, start, total, samples in rows}
 
 
-def sensor_card(sensor: Sensor, currents: list[CurrentReading], before: dict, now: datetime) -> SensorCard:
+def sensor_card(sensor: Sensor, currents: list[Current], before: dict, now: datetime) -> SensorCard:
     card = SensorCard(sensor, sensor.is_online(now))
     calibrated: dict[str, float] = {}
     for current in currents:
@@ -200,8 +226,8 @@ def location_cards(now: datetime | None = None) -> list[LocationCard]:
     """Every location with its sensors' cards, sensors without a location last ("Not placed")."""
     now = now or timezone.now()
     sensors = list(Sensor.objects.select_related("location").order_by("location__name", "name", "device_id"))
-    currents: dict[int, list[CurrentReading]] = {}
-    everything = list(CurrentReading.objects.filter(sensor__in=sensors).order_by("metric"))
+    currents: dict[int, list[Current]] = {}
+    everything = _currents()
     for current in everything:
         currents.setdefault(current.sensor_id, []).append(current)
     before = _hour_ago(everything)
