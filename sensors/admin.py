@@ -66,7 +66,11 @@ class SensorAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Sensor]:
         """The current values of the page's sensors in one query (one row per sensor and metric)."""
-        current = Prefetch("current_readings", queryset=CurrentReading.objects.order_by("metric"))
+        # Only what the column shows: each timestamp left out is one conversion fewer (600 on a page).
+        current = Prefetch(
+            "current_readings",
+            queryset=CurrentReading.objects.only("sensor", "metric", "samples", "value_sum").order_by("metric"),
+        )
         return super().get_queryset(request).prefetch_related(current)
 
     @admin.display(description="latest values")
