@@ -36,7 +36,7 @@ from functools import lru_cache
 from sensors.identity import Source, mqtt_device_id
 from sensors.metrics import bounds, device_metric, is_name
 
-from .protocol import MAX_FIELDS_PER_LINE, Accepted, Reason, Rejected
+from .protocol import MAX_FIELDS_PER_LINE, Accepted, Reason, Rejected, parse_number
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 # No supported topic is longer (a device name is at most 64 characters): a longer one is refused
@@ -128,13 +128,7 @@ def _text_number(payload: bytes) -> float | str:
         text = payload.decode("ascii").strip()
     except UnicodeDecodeError:
         return Reason.INVALID_ENCODING
-    try:
-        number = float(text)
-    except ValueError:
-        return Reason.NOT_A_NUMBER
-    if "_" in text or not math.isfinite(number):  # float() takes "1_000", "nan", "inf"
-        return Reason.NOT_FINITE if not math.isfinite(number) else Reason.NOT_A_NUMBER
-    return number
+    return parse_number(text)  # the TCP protocol's numbers: no "1_000", "0x10"; "nan" is not finite
 
 
 class _Fields:

@@ -73,13 +73,21 @@ class Rejected:
     detail: str = ""
 
 
-def _parse_value(metric: str, text: str) -> float | str:
-    """Return the value, or the reason it is refused."""
+def parse_number(text: str) -> float | str:
+    """A plain decimal number as a finite float, or the reason it is refused (also MQTT's text payloads)."""
     if not _NUMBER_RE.match(text):
         return Reason.NOT_FINITE if text.lower() in _NON_FINITE else Reason.NOT_A_NUMBER
     value = float(text)
     if not math.isfinite(value):  # 1e999
         return Reason.NOT_FINITE
+    return value
+
+
+def _parse_value(metric: str, text: str) -> float | str:
+    """Return the value, or the reason it is refused."""
+    value = parse_number(text)
+    if isinstance(value, str):
+        return value
     low, high = bounds(metric)
     if not low <= value <= high:
         return Reason.OUT_OF_RANGE
