@@ -343,8 +343,6 @@ class Collector:
 
     def handle_lines(self, peer: str, lines: list[bytes], timestamp: float) -> None:
         """Parse and aggregate complete lines one by one (what `handle_block` falls back to)."""
-        aggregator = self.aggregator
-        journal = self.journal
         for raw in lines:
             parsed = parse_line(raw)
             if parsed is None:
@@ -352,18 +350,13 @@ class Collector:
             if isinstance(parsed, Rejected):
                 self._reject_line(peer, raw, parsed)
                 continue
-            if self.known_sensors is not None:
-                reason = self.known_sensors.admit(parsed.mac)
-                if reason is not None:
-                    self._refuse_sensor(parsed.mac, reason, timestamp, peer)
-                    self._reject_line(peer, raw, Rejected(reason))
-                    continue
+            reason = self._admission(parsed.mac, timestamp, peer)
+            if reason is not None:
+                self._reject_line(peer, raw, Rejected(reason))
+                continue
             self.lines += 1
-            accepted: list[tuple[str, float]] | None = [] if journal is not None else None
-            refused = aggregator.add(parsed.mac, parsed.values, timestamp, peer, accepted)
+            refused = self._add(parsed.mac, parsed.values, timestamp, peer)
             self.samples += len(parsed.values) - refused
-            if accepted and journal is not None:
-                journal.entries.append((timestamp, peer, encode_samples(parsed.mac, accepted), SAMPLES))
             if parsed.dropped:
                 self.rejected_fields.update(parsed.dropped)
             if refused:
@@ -383,7 +376,6 @@ class Collector:
         """
         availability: dict[str, tuple[float, bool]] = {}
         discovered: set[str] = set()
-        journal = self.journal
         for timestamp, topic, payload, retained in messages:
             parsed = self.parser.parse(topic, payload)
             if parsed is None:
@@ -398,12 +390,10 @@ class Collector:
             if retained and self.known_sensors is not None and device in self.known_sensors.macs:
                 self.retained_messages += 1  # a registered device's stored last value: nothing to do
                 continue
-            if self.known_sensors is not None:
-                reason = self.known_sensors.admit(device)
-                if reason is not None:
-                    self._refuse_sensor(device, reason, timestamp, "")
-                    self._reject_message(topic, payload, Rejected(reason), retained)
-                    continue
+            reason = self._admission(device, timestamp, "")
+            if reason is not None:
+                self._reject_message(topic, payload, Rejected(reason), retained)
+                continue
             if parsed.dropped:
                 self.rejected_message_fields.update(parsed.dropped)
             if retained:  # a new device known from its stored last value: registered, nothing more
@@ -411,11 +401,8 @@ class Collector:
                 discovered.add(device)
                 continue
             self.messages += 1
-            accepted: list[tuple[str, float]] | None = [] if journal is not None else None
-            refused = self.aggregator.add(device, parsed.values, timestamp, "", accepted)
+            refused = self._add(device, parsed.values, timestamp, "")
             self.mqtt_samples += len(parsed.values) - refused
-            if accepted and journal is not None:
-                journal.entries.append((timestamp, "", encode_samples(device, accepted), SAMPLES))
             if refused:
                 self.rejected_message_fields[Reason.TOO_MANY_METRICS] += refused
                 if refused == len(parsed.values):
@@ -531,6 +518,25 @@ class Collector:
             "rejected_messages": Counter(self.rejected_messages),
             "rejected_message_fields": Counter(self.rejected_message_fields),
         }
+
+    def _admission(self, device: str, timestamp: float, peer: str) -> str | None:
+        """None if `device` may report (known_sensors), else the reason, noted for the admin's refused list."""
+        if self.known_sensors is None:
+            return None
+        reason = self.known_sensors.admit(device)
+        if reason is not None:
+            self._refuse_sensor(device, reason, timestamp, peer)
+        return reason
+
+    def _add(self, device: str, values: tuple[tuple[str, float], ...], timestamp: float, peer: str) -> int:
+        """Aggregate a line's or a message's values and journal those accepted; return how many were
+        refused as too many metrics (the slow path's; `handle_block` does the same in bulk)."""
+        journal = self.journal
+        accepted: list[tuple[str, float]] | None = [] if journal is not None else None
+        refused = self.aggregator.add(device, values, timestamp, peer, accepted)
+        if accepted and journal is not None:
+            journal.entries.append((timestamp, peer, encode_samples(device, accepted), SAMPLES))
+        return refused
 
     def _refuse_sensor(self, mac: str, reason: str, timestamp: float, peer: str) -> None:
         """Note a refused MAC for the admin's list (at most MAX_REFUSED_PER_FLUSH new ones per flush)."""
