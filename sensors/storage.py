@@ -64,20 +64,15 @@ def _utc(timestamp: float) -> datetime:
 
 
 class _Moments(dict):
-    """Epoch seconds -> the database's value of that moment, each distinct one converted once.
+    """Epoch seconds -> the database's value of that moment (`moments[epoch]`), each distinct one converted once.
 
     Django's conversion costs ~7 us; a flush of 10,000 boards needs tens of thousands of them
-    and most repeat (a few minute starts, one last-seen time per sensor).
+    and most repeat (a few minute starts, one last-seen time per sensor). Every DateTimeField
+    converts alike, so one field's conversion serves all the tables.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._field = Sensor._meta.get_field("last_seen")
-
-    def __call__(self, epoch: float) -> object:
-        value = self.get(epoch)
-        if value is None:
-            value = self[epoch] = self._field.get_db_prep_value(_utc(epoch), connection)
+    def __missing__(self, epoch: float) -> object:
+        value = self[epoch] = Sensor._meta.get_field("last_seen").get_db_prep_value(_utc(epoch), connection)
         return value
 
 
@@ -200,18 +195,18 @@ def _refresh_sensors(batch: Batch) -> dict[str, int]:
     mac, last_seen, last_peer = (
         quote(Sensor._meta.get_field(name).column) for name in ("device_id", "last_seen", "last_peer")
     )
-    moment = _Moments()
-    rows = [(address, moment(seen.last_seen), seen.peer or None) for address, seen in batch.sensors.items()]
+    moments = _Moments()
+    rows = [(address, moments[seen.last_seen], seen.peer or None) for address, seen in batch.sensors.items()]
     ids: dict[str, int] = {}
-    with connection.cursor() as cursor:
-        for chunk in _chunks(rows, merge_rows_per_statement(3)):
-            cursor.execute(
-                f"UPDATE {table} SET {last_seen} = t.column2, {last_peer} = t.column3 "
-                f"FROM ({_values_list(len(chunk), 3)}) AS t WHERE {table}.{mac} = t.column1 "
-                f"RETURNING {table}.{mac}, {table}.{quote('id')}",
-                [value for row in chunk for value in row],
-            )
-            ids.update(cursor.fetchall())
+    for cursor, _ in _executed_chunks(
+        lambda values: (
+            f"UPDATE {table} SET {last_seen} = t.column2, {last_peer} = t.column3 "
+            f"FROM ({values}) AS t WHERE {table}.{mac} = t.column1 RETURNING {table}.{mac}, {table}.{quote('id')}"
+        ),
+        rows,
+        3,
+    ):
+        ids.update(cursor.fetchall())
     return ids
 
 
@@ -311,12 +306,15 @@ def _rolled_up(seconds: int) -> str:
 def _execute_values(statement: Callable[[str], str], rows: Iterable[tuple], columns: int) -> int:
     """Run `statement(VALUES list)` over `rows` in chunks that fit the database's bound on
     parameters (`merge_rows_per_statement`); return the rows sent."""
-    sent = 0
+    return sum(sent for _, sent in _executed_chunks(statement, rows, columns))
+
+
+def _executed_chunks(statement: Callable[[str], str], rows: Iterable[tuple], columns: int) -> Iterator[tuple[Any, int]]:
+    """`_execute_values` one chunk at a time: yields (cursor, rows sent) after each, for a RETURNING to be read."""
     with connection.cursor() as cursor:
         for chunk in _chunks(rows, merge_rows_per_statement(columns)):
             cursor.execute(statement(_values_list(len(chunk), columns)), [value for row in chunk for value in row])
-            sent += len(chunk)
-    return sent
+            yield cursor, len(chunk)
 
 
 def merge_rows_per_statement(columns: int = MERGE_COLUMNS) -> int:
@@ -332,9 +330,9 @@ def _rows_of(
     sensor_ids: dict[str, int], buckets: Iterable[tuple[BucketKey, Bucket]], model: type[ReadingFields]
 ) -> Iterator[tuple]:
     """Buckets as rows of `model`'s merge columns, in the order of `_merge_sql`."""
-    moment = _Moments()  # a batch spans few intervals: each is converted once, not once per row
+    moments = _Moments()  # a batch spans few intervals: each is converted once, not once per row
     for (mac, metric, epoch), bucket in buckets:
-        yield (sensor_ids[mac], metric, moment(epoch), bucket.count, bucket.total, bucket.low, bucket.high)
+        yield (sensor_ids[mac], metric, moments[epoch], bucket.count, bucket.total, bucket.low, bucket.high)
 
 
 def merge_readings(
@@ -439,12 +437,12 @@ def merge_current(sensor_ids: dict, buckets: Iterable[tuple[BucketKey, Bucket]],
     A metric's newest sample arrived at the sensor's last report, or by the end of its newest
     minute if that is earlier (a metric the board stopped sending).
     """
-    moment = _Moments()
+    moments = _Moments()
     rows = []
     for (sensor, metric), (minute, bucket) in newest_buckets(buckets).items():
         arrived = min(received.get(sensor, minute + 60), minute + 60)
-        row = (sensor_ids[sensor], metric, moment(minute), bucket.count, bucket.total, bucket.low, bucket.high)
-        rows.append((*row, moment(arrived)))
+        row = (sensor_ids[sensor], metric, moments[minute], bucket.count, bucket.total, bucket.low, bucket.high)
+        rows.append((*row, moments[arrived]))
     return _execute_values(_current_merge_sql, rows, CURRENT_COLUMNS)
 
 
