@@ -10,7 +10,13 @@ minute). Two cases, best and median of --repeat each: "new minute" (every row an
 sensors already registered, as in steady state) and "same minute" (every row merged into an
 existing one, as each flush of the still-open minute does). Only this benchmark's rows are
 touched on PostgreSQL: MACs 02:be:7c:xx:xx:xx and minutes in the year 2001, deleted at the end.
-Whatever write_batch does is measured (rollup merges included once storage.py has them).
+Whatever write_batch does is measured: the sensor refresh, the minute, hourly, daily and
+current-value merges, the live values and the commit.
+
+Reference, measured in the same run (the machine's speed varies up to 2x from day to day): the
+same 30,000 rows inserted by the bare driver (DB-API executemany) into a temporary table without
+an index, committed. "flush / reference" is how many bare inserts a flush costs, which moves
+less than the seconds from one machine or day to the next.
 """
 
 from __future__ import annotations
@@ -45,6 +51,26 @@ def build_batch(boards: int, minute: int):
             mac = "02:be:7c" + board.mac[8:]
             aggregator.add(mac, values, minute + second + 0.5, "127.0.0.1")
     return aggregator.drain()
+
+
+def bare_insert(batch) -> float:
+    """Seconds the driver's executemany takes to insert and commit the batch's rows into a table without an index."""
+    from django.db import connection, transaction
+
+    rows = [
+        (number, metric, start, b.count, b.total, b.low, b.high)
+        for number, ((_, metric, start), b) in enumerate(batch.buckets.items())
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS bench_reference (sensor bigint, metric text, start bigint, "
+            "samples integer, value_sum double precision, value_min double precision, value_max double precision)"
+        )
+        cursor.execute("DELETE FROM bench_reference")
+        started = time.perf_counter()
+        with transaction.atomic():
+            cursor.executemany("INSERT INTO bench_reference VALUES (%s, %s, %s, %s, %s, %s, %s)", rows)
+    return time.perf_counter() - started
 
 
 def main() -> int:
@@ -93,18 +119,22 @@ def main() -> int:
             started = time.perf_counter()
             storage.write_batch(batch)
             same_minute.append(time.perf_counter() - started)
+        reference = [bare_insert(batch) for _ in range(args.repeat)]
         stored = Reading.objects.filter(sensor__device_id__startswith="02:be:7c").count()
         assert stored == args.boards * 3 * (args.repeat + 1), stored
     finally:
         cleanup()
         db.remove()
     worst_best = max(min(new_minute), min(same_minute))
+    base = statistics.median(reference)
     result_line(
         f"flush ({vendor})",
         worst_best < TARGET_SECONDS,
         f"{args.boards * 3:,} buckets: new minute best {min(new_minute):.3f} s median "
-        f"{statistics.median(new_minute):.3f} s; same minute (merge) best {min(same_minute):.3f} s median "
-        f"{statistics.median(same_minute):.3f} s (target < {TARGET_SECONDS:g} s, best of {args.repeat})",
+        f"{statistics.median(new_minute):.3f} s ({statistics.median(new_minute) / base:.1f}x reference); "
+        f"same minute (merge) best {min(same_minute):.3f} s median {statistics.median(same_minute):.3f} s "
+        f"({statistics.median(same_minute) / base:.1f}x reference); reference (bare executemany) median "
+        f"{base:.3f} s (target < {TARGET_SECONDS:g} s, best of {args.repeat})",
     )
     return 0 if worst_best < TARGET_SECONDS else 1
 

@@ -1,9 +1,10 @@
 """The one place the collector writes to the database.
 
 `write_batch` stores a drained `Batch` in one transaction: it registers new
-sensors and refreshes when each was last seen (an ORM bulk upsert), then merges
-the minute buckets into `Reading` and the same samples, re-keyed to hours and
-days, into `HourlyReading` and `DailyReading`. Because the rollups are merged in
+sensors and refreshes when each was last seen, then sends the minute buckets
+once, into a temporary table, from which the database merges them into
+`Reading`, re-keyed to hours and days into `HourlyReading` and `DailyReading`,
+and the newest minute of each sensor and metric into `CurrentReading`. Because the rollups are merged in
 the transaction that writes the minutes, they hold exactly the samples of their
 minutes whatever happens later: a restart, a late flush after an outage, a
 second collector, or the retention purge deleting old minutes.
@@ -30,7 +31,7 @@ from django.db import DatabaseError, connection, models, transaction
 from django.utils import timezone
 
 from .identity import source_of
-from .ingest.aggregator import Batch, Bucket, BucketKey, coarsen
+from .ingest.aggregator import Batch, Bucket, BucketKey
 from .ingest.aggregator import RefusedSensor as RefusedSeen
 from .models import (
     CurrentReading,
@@ -49,7 +50,6 @@ logger = logging.getLogger(__name__)
 SUPPORTED_VENDORS = ("sqlite", "postgresql")
 ROWS_PER_STATEMENT = 500
 MERGE_COLUMNS = 7
-CURRENT_COLUMNS = 8  # CurrentReading: the merge columns and received_at
 ROLLUPS = (HourlyReading, DailyReading)
 
 
@@ -61,19 +61,6 @@ def _chunks(items: Iterable, size: int) -> Iterator[list]:
 
 def _utc(timestamp: float) -> datetime:
     return datetime.fromtimestamp(timestamp, tz=UTC)
-
-
-class _Moments(dict):
-    """Epoch seconds -> the database's value of that moment (`moments[epoch]`), each distinct one converted once.
-
-    Django's conversion costs ~7 us; a flush of 10,000 boards needs tens of thousands of them
-    and most repeat (a few minute starts, one last-seen time per sensor). Every DateTimeField
-    converts alike, so one field's conversion serves all the tables.
-    """
-
-    def __missing__(self, epoch: float) -> object:
-        value = self[epoch] = Sensor._meta.get_field("last_seen").get_db_prep_value(_utc(epoch), connection)
-        return value
 
 
 def write_batch(batch: Batch) -> int:
@@ -94,17 +81,7 @@ def write_batch(batch: Batch) -> int:
             if not batch.sensors:
                 return 0
             sensor_ids = upsert_sensors(batch)
-            if connection.vendor == "postgresql":
-                rows = _rows_of(sensor_ids, batch.buckets.items(), Reading)
-                written = _merge_by_copy(Reading, rows, ROLLUPS, current=True)
-                merge_live(sensor_ids, batch)
-                return written
-            written = merge_readings(sensor_ids, batch.buckets.items())
-            for model in ROLLUPS:
-                merge_readings(sensor_ids, coarsen(batch.buckets.items(), model.SECONDS).items(), model)
-            merge_current(
-                sensor_ids, batch.buckets.items(), {mac: seen.last_seen for mac, seen in batch.sensors.items()}
-            )
+            written = merge_buckets(sensor_ids, batch.buckets.items())
             merge_live(sensor_ids, batch)
             return written
     except DatabaseError:
@@ -195,8 +172,11 @@ def _refresh_sensors(batch: Batch) -> dict[str, int]:
     mac, last_seen, last_peer = (
         quote(Sensor._meta.get_field(name).column) for name in ("device_id", "last_seen", "last_peer")
     )
-    moments = _Moments()
-    rows = [(address, moments[seen.last_seen], seen.peer or None) for address, seen in batch.sensors.items()]
+    moment = Sensor._meta.get_field("last_seen").get_db_prep_value
+    rows = [
+        (address, moment(_utc(seen.last_seen), connection), seen.peer or None)
+        for address, seen in batch.sensors.items()
+    ]
     ids: dict[str, int] = {}
     for cursor, _ in _executed_chunks(
         lambda values: (
@@ -250,7 +230,7 @@ def _refresh_sensors_by_copy(batch: Batch) -> dict[str, int]:
         quote(Sensor._meta.get_field(name).column) for name in ("device_id", "last_seen", "last_peer")
     )
     rows = ((address, _utc(seen.last_seen), seen.peer or None) for address, seen in batch.sensors.items())
-    with _copied_rows(SEEN_TABLE, "device_id text, last_seen timestamptz, last_peer inet", rows) as (cursor, _):
+    with _filled_table(SEEN_TABLE, "device_id text, last_seen timestamptz, last_peer inet", rows) as (cursor, _):
         cursor.execute(
             f"UPDATE {quote(table)} AS s SET {last_seen} = t.last_seen, {last_peer} = t.last_peer "
             f"FROM {SEEN_TABLE} AS t WHERE s.{mac} = t.device_id RETURNING s.{mac}, s.{quote('id')}"
@@ -262,9 +242,88 @@ def _refresh_sensors_by_copy(batch: Batch) -> dict[str, int]:
 SEEN_TABLE = "greenhouse_seen_sensors"
 MERGE_TABLE = "greenhouse_merge_rows"
 MERGE_TABLE_COLUMNS = (
-    "sensor bigint, metric text, start timestamptz, samples integer, "
+    "sensor bigint, metric text, start bigint, samples integer, "
     "value_sum double precision, value_min double precision, value_max double precision"
 )
+
+
+def merge_buckets(
+    sensor_ids: dict,
+    buckets: Iterable[tuple[BucketKey, Bucket]],
+    into: Iterable[type[ReadingFields]] = (Reading, *ROLLUPS),
+    current: bool = True,
+) -> int:
+    """Add minute buckets into the stored rows of each model of `into` (minutes, hours, days: insert
+    or merge) and (`current`) the newest minute of each sensor and metric into CurrentReading;
+    return the buckets sent.
+
+    The rows are sent once, into a temporary table; the database re-keys them to each model's
+    interval and merges them. On SQLite that halved the Python work of a 30,000-bucket flush
+    (coarsening in Python and binding 210,000 parameters per table, docs/benchmarks.md).
+    """
+    rows = (
+        (sensor_ids[sensor], metric, start, bucket.count, bucket.total, bucket.low, bucket.high)
+        for (sensor, metric, start), bucket in buckets
+    )
+    with _filled_table(MERGE_TABLE, MERGE_TABLE_COLUMNS, rows) as (cursor, written):
+        for model in into:
+            cursor.execute(_merge_sql(model, _rekeyed(model.SECONDS)))
+        if current:
+            cursor.execute(_current_merge_sql(_current_from_merge_table()))
+    return written
+
+
+@contextmanager
+def _filled_table(table: str, columns: str, rows: Iterable[tuple]) -> Iterator[tuple[Any, int]]:
+    """`rows` in temporary `table` for the statements of the block; yields (cursor, count).
+
+    PostgreSQL COPYs them; SQLite inserts them in VALUES chunks. The table is emptied after the
+    block, ready for the next use by the connection; on PostgreSQL it lives until commit.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DROP")
+            count = 0
+            with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    count += 1
+        else:
+            cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {table} ({columns})")
+            count = _execute_values(lambda values: f"INSERT INTO {table} {values}", rows, columns.count(",") + 1)
+        yield cursor, count
+        cursor.execute(f"TRUNCATE {table}" if connection.vendor == "postgresql" else f"DELETE FROM {table}")
+
+
+def _moment(epoch: str) -> str:
+    """SQL for the database's timestamp of `epoch` (an SQL expression of Unix seconds).
+
+    SQLite's datetime() gives the text Django stores a DateTimeField as ('YYYY-MM-DD HH:MM:SS',
+    UTC), so the rows it writes meet those written through the ORM in the same unique index.
+    """
+    if connection.vendor == "sqlite":
+        return f"datetime({epoch}, 'unixepoch')"
+    return f"to_timestamp({epoch})"
+
+
+def _rekeyed(seconds: int) -> str:
+    """The merge table's minute rows re-keyed to `seconds`-long UTC intervals and merged.
+
+    Intervals are counted from the Unix epoch, so days are UTC days. An hour or a day is the
+    merge of its minutes, so a batch's rollup is added to a stored one just as a minute is.
+    The rows hold one bucket per sensor, metric and minute: minutes are taken as they are.
+    WHERE true: SQLite's parser needs it before ON CONFLICT.
+    """
+    if seconds == Reading.SECONDS:
+        return (
+            f"SELECT sensor, metric, {_moment('start')}, samples, value_sum, value_min, value_max "
+            f"FROM {MERGE_TABLE} WHERE true"
+        )
+    interval = f"(start / {int(seconds)}) * {int(seconds)}"
+    return (
+        f"SELECT sensor, metric, {_moment(interval)}, SUM(samples), SUM(value_sum), MIN(value_min), "
+        f"MAX(value_max) FROM {MERGE_TABLE} WHERE true GROUP BY sensor, metric, {interval}"
+    )
 
 
 def _merge_sql(model: type[ReadingFields], source: str) -> str:
@@ -291,18 +350,6 @@ def _values_list(rows: int, columns: int = MERGE_COLUMNS) -> str:
     return "VALUES " + ", ".join(["(" + ", ".join(["%s"] * columns) + ")"] * rows)
 
 
-def _rolled_up(seconds: int) -> str:
-    """PostgreSQL: the copied minute rows re-keyed to `seconds`-long UTC intervals and merged.
-
-    The same re-keying as `aggregator.coarsen` (intervals counted from the Unix epoch,
-    so days are UTC days), done by the server on rows it already has.
-    """
-    return (
-        f"SELECT sensor, metric, date_bin(INTERVAL '{int(seconds)} seconds', start, TIMESTAMPTZ '1970-01-01 00:00Z'), "
-        f"SUM(samples), SUM(value_sum), MIN(value_min), MAX(value_max) FROM {MERGE_TABLE} GROUP BY 1, 2, 3"
-    )
-
-
 def _execute_values(statement: Callable[[str], str], rows: Iterable[tuple], columns: int) -> int:
     """Run `statement(VALUES list)` over `rows` in chunks that fit the database's bound on
     parameters (`merge_rows_per_statement`); return the rows sent."""
@@ -324,66 +371,6 @@ def merge_rows_per_statement(columns: int = MERGE_COLUMNS) -> int:
     connection.ensure_connection()
     limit = connection.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
     return max(1, min(ROWS_PER_STATEMENT, limit // columns))
-
-
-def _rows_of(
-    sensor_ids: dict[str, int], buckets: Iterable[tuple[BucketKey, Bucket]], model: type[ReadingFields]
-) -> Iterator[tuple]:
-    """Buckets as rows of `model`'s merge columns, in the order of `_merge_sql`."""
-    moments = _Moments()  # a batch spans few intervals: each is converted once, not once per row
-    for (mac, metric, epoch), bucket in buckets:
-        yield (sensor_ids[mac], metric, moments[epoch], bucket.count, bucket.total, bucket.low, bucket.high)
-
-
-def merge_readings(
-    sensor_ids: dict[str, int],
-    buckets: Iterable[tuple[BucketKey, Bucket]],
-    model: type[ReadingFields] = Reading,
-) -> int:
-    """Add buckets into the stored rows of `model` (insert or merge); return rows written."""
-    if connection.vendor != "sqlite":
-        return _merge_by_copy(model, _rows_of(sensor_ids, buckets, model))
-    return _execute_values(
-        lambda values: _merge_sql(model, values), _rows_of(sensor_ids, buckets, model), MERGE_COLUMNS
-    )
-
-
-def _merge_by_copy(
-    model: type[ReadingFields],
-    rows: Iterable[tuple],
-    rollups: Iterable[type[ReadingFields]] = (),
-    current: bool = False,
-) -> int:
-    """PostgreSQL: COPY the rows once; merge them into `model`, then re-keyed into each of `rollups`,
-    and (`current`) the newest minute of each sensor and metric into CurrentReading.
-
-    Re-keying on the server saves the client a COPY of 30,000 rows per rollup table a flush.
-    """
-    with _copied_rows(MERGE_TABLE, MERGE_TABLE_COLUMNS, rows) as (cursor, written):
-        cursor.execute(_merge_sql(model, f"SELECT * FROM {MERGE_TABLE}"))
-        for rollup in rollups:
-            cursor.execute(_merge_sql(rollup, _rolled_up(rollup.SECONDS)))
-        if current:
-            cursor.execute(_current_merge_sql(_current_from_merge_table()))
-    return written
-
-
-@contextmanager
-def _copied_rows(table: str, columns: str, rows: Iterable[tuple]) -> Iterator[tuple[Any, int]]:
-    """PostgreSQL: `rows` COPYed into temporary `table` for the statements of the block; yields (cursor, count).
-
-    The table lives until commit (so the block runs in a transaction) and is emptied
-    after the block, ready for the next use in the same transaction.
-    """
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {table} ({columns}) ON COMMIT DROP")
-        count = 0
-        with cursor.cursor.copy(f"COPY {table} FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-                count += 1
-        yield cursor, count
-        cursor.execute(f"TRUNCATE {table}")
 
 
 # --- the current values: one row per sensor and metric, the newest minute -----------------------
@@ -421,41 +408,22 @@ def _current_merge_sql(source: str) -> str:
     )
 
 
-def newest_buckets(buckets: Iterable[tuple[BucketKey, Bucket]]) -> dict[tuple[object, str], tuple[int, Bucket]]:
-    """The newest minute's bucket of each (sensor, metric)."""
-    newest: dict[tuple[object, str], tuple[int, Bucket]] = {}
-    for (sensor, metric, minute), bucket in buckets:
-        known = newest.get((sensor, metric))
-        if known is None or minute > known[0]:
-            newest[(sensor, metric)] = (minute, bucket)
-    return newest
-
-
-def merge_current(sensor_ids: dict, buckets: Iterable[tuple[BucketKey, Bucket]], received: dict[object, float]) -> int:
-    """Merge the newest minute of each sensor and metric into CurrentReading; `received`: sensor -> last sample time.
-
-    A metric's newest sample arrived at the sensor's last report, or by the end of its newest
-    minute if that is earlier (a metric the board stopped sending).
-    """
-    moments = _Moments()
-    rows = []
-    for (sensor, metric), (minute, bucket) in newest_buckets(buckets).items():
-        arrived = min(received.get(sensor, minute + 60), minute + 60)
-        row = (sensor_ids[sensor], metric, moments[minute], bucket.count, bucket.total, bucket.low, bucket.high)
-        rows.append((*row, moments[arrived]))
-    return _execute_values(_current_merge_sql, rows, CURRENT_COLUMNS)
-
-
 def _current_from_merge_table() -> str:
-    """PostgreSQL: the current rows from the COPYed minute rows, received as the sensor's refreshed last_seen."""
+    """The newest minute of each sensor and metric in the merge table, as CurrentReading rows.
+
+    Its newest sample arrived at the sensor's last report (last_seen, refreshed in this
+    transaction), or by the end of its newest minute if that is earlier (a metric the board
+    stopped sending).
+    """
     sensor_table = connection.ops.quote_name(Sensor._meta.db_table)
     last_seen = connection.ops.quote_name(Sensor._meta.get_field("last_seen").column)
+    least = "MIN" if connection.vendor == "sqlite" else "LEAST"
+    end = _moment("m.start + 60")
     return (
-        "SELECT DISTINCT ON (m.sensor, m.metric) m.sensor, m.metric, m.start, m.samples, m.value_sum, "
-        f"m.value_min, m.value_max, LEAST(COALESCE(s.{last_seen}, m.start + INTERVAL '60 seconds'), "
-        "m.start + INTERVAL '60 seconds') "
-        f"FROM {MERGE_TABLE} AS m JOIN {sensor_table} AS s ON s.id = m.sensor "
-        "ORDER BY m.sensor, m.metric, m.start DESC"
+        f"SELECT m.sensor, m.metric, {_moment('m.start')}, m.samples, m.value_sum, m.value_min, m.value_max, "
+        f"{least}(COALESCE(s.{last_seen}, {end}), {end}) "
+        "FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY sensor, metric ORDER BY start DESC) AS newest "
+        f"FROM {MERGE_TABLE}) AS m JOIN {sensor_table} AS s ON s.id = m.sensor WHERE m.newest = 1"
     )
 
 

@@ -6,9 +6,9 @@ from collections.abc import Iterable
 
 import pytest
 
-from sensors.ingest.aggregator import Bucket, coarsen
-from sensors.models import DailyReading, HourlyReading, Reading, ReadingFields, Sensor
-from sensors.storage import merge_current, merge_readings
+from sensors.ingest.aggregator import Bucket
+from sensors.models import DailyReading, HourlyReading, Reading, ReadingFields
+from sensors.storage import ROLLUPS, merge_buckets
 
 
 def store_minutes(readings: Iterable[Reading]) -> list[Reading]:
@@ -20,10 +20,7 @@ def store_minutes(readings: Iterable[Reading]) -> list[Reading]:
         bucket.count, bucket.total, bucket.high = row.samples, row.value_sum, row.value_max
         buckets[(row.sensor_id, row.metric, int(row.start.timestamp()))] = bucket
     ids = {row.sensor_id: row.sensor_id for row in rows}
-    for model in (HourlyReading, DailyReading):
-        merge_readings(ids, coarsen(buckets.items(), model.SECONDS).items(), model)
-    seen = Sensor.objects.filter(id__in=ids, last_seen__isnull=False).values_list("id", "last_seen")
-    merge_current(ids, buckets.items(), {sensor_id: last_seen.timestamp() for sensor_id, last_seen in seen})
+    merge_buckets(ids, buckets.items(), into=ROLLUPS)
     return rows
 
 

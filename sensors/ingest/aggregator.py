@@ -8,7 +8,6 @@ makes "any split of the stream gives the same totals" true.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sensors.metrics import FIRMWARE_LINE
@@ -203,24 +202,6 @@ class Batch:
                 else:
                     known.merge(entry)
         return dropped
-
-
-def coarsen(buckets: Iterable[tuple[BucketKey, Bucket]], seconds: int) -> dict[BucketKey, Bucket]:
-    """The same samples re-keyed to `seconds`-long intervals (hours, days), merged; inputs untouched.
-
-    This is how rollups stay exact: an hour is the merge of its minutes, so the
-    rollup of a batch can be added to a stored hour just like a minute is.
-    """
-    coarse: dict[BucketKey, Bucket] = {}
-    for (mac, metric, start), bucket in buckets:
-        key = (mac, metric, start - start % seconds)
-        mine = coarse.get(key)
-        if mine is None:
-            mine = coarse[key] = Bucket(bucket.low)
-            mine.count, mine.total, mine.high = bucket.count, bucket.total, bucket.high
-        else:
-            mine.merge(bucket)
-    return coarse
 
 
 _FIRMWARE_SET = frozenset(FIRMWARE_LINE)
