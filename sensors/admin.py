@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import functools
+
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
-from django.utils.html import format_html_join
+from django.templatetags.static import static
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext
 
 from .models import CurrentReading, Location, Placement, Reading, RefusedSensor, Sensor
 
@@ -29,6 +36,12 @@ class PlacementInline(admin.TabularInline):
         return False
 
 
+@functools.cache
+def _boolean_icon(value: bool) -> SafeString:
+    """The admin's yes/no icon (as `admin.display(boolean=True)` draws it), built once per process, not per row."""
+    return format_html('<img src="{}" alt="{}">', static(f"admin/img/icon-{'yes' if value else 'no'}.svg"), value)
+
+
 def _move_action(location: Location | None):
     def move(modeladmin, request: HttpRequest, queryset: QuerySet[Sensor]) -> None:
         for sensor in queryset:
@@ -44,7 +57,7 @@ def _move_action(location: Location | None):
 
 @admin.register(Sensor)
 class SensorAdmin(admin.ModelAdmin):
-    list_display = ["display_name", "device_id", "location", "last_seen", "online", "latest_values"]
+    list_display = ["display_name", "device_id", "location", "seen", "online", "latest_values"]
     list_filter = ["source", "location"]
     list_select_related = ["location"]
     list_per_page = 100
@@ -60,9 +73,24 @@ class SensorAdmin(admin.ModelAdmin):
         ("Seen", {"fields": ["first_seen", "last_seen", "last_peer", "offline_since"]}),
     ]
 
-    @admin.display(boolean=True)
-    def online(self, sensor: Sensor) -> bool:
-        return sensor.is_online()
+    def action_checkbox(self, sensor: Sensor) -> SafeString:
+        """Django's own checkbox, written out: rendering its widget template 100 times was a third of this page."""
+        label = format_html(gettext("Select this object for an action - {}"), str(sensor))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            sensor.pk,
+            label,
+        )
+
+    @admin.display(description="last seen", ordering="last_seen")
+    def seen(self, sensor: Sensor) -> str | None:
+        """In the pages' time zone, to the second, by strftime: Django's localized format cost 10 % of this page."""
+        return timezone.localtime(sensor.last_seen).strftime("%Y-%m-%d %H:%M:%S") if sensor.last_seen else None
+
+    @admin.display(description="online")
+    def online(self, sensor: Sensor) -> SafeString:
+        return _boolean_icon(sensor.is_online())
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Sensor]:
         """The current values of the page's sensors in one query (one row per sensor and metric)."""
@@ -75,13 +103,10 @@ class SensorAdmin(admin.ModelAdmin):
 
     @admin.display(description="latest values")
     def latest_values(self, sensor: Sensor) -> str:
-        return format_html_join(
-            ", ",
-            "{} {} {}",
-            (
-                (shown["label"], f"{shown['value']:.1f}", shown["unit"])
-                for shown in map(sensor.shown_value, sensor.current_readings.all())
-            ),
+        """Plain text, escaped once by the admin (format_html_join per value cost twice as much)."""
+        return ", ".join(
+            f"{shown['label']} {shown['value']:.1f} {shown['unit']}"
+            for shown in map(sensor.shown_value, sensor.current_readings.all())
         )
 
     def get_actions(self, request: HttpRequest) -> dict:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from django.contrib import admin
+from django.db import connections
+from django.test import Client
 from django.utils import timezone
 
 from sensors.models import Location, Reading, Sensor
 from tests.seed import store_minutes
+from tests.test_browser import ARTIFACTS, browser  # noqa: F401  (browser is a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -41,6 +45,56 @@ def test_sensor_list_shows_unnamed_sensors_by_mac_with_state_and_calibrated_late
     assert "5c:cf:7f:0a:1b:2c" in page and "Old probe" in page
     assert "Air temperature 20.5 °C" in page  # mean 21.5 with a -1.0 offset
     assert page.count('alt="True"') == 1 and page.count('alt="False"') == 1  # online / offline
+
+
+def test_last_seen_is_shown_to_the_second_in_the_site_time_zone(admin_client, sensor, settings):
+    settings.TIME_ZONE = "Europe/Amsterdam"
+    sensor.last_seen = datetime(2026, 7, 1, 10, 4, 5, 600000, tzinfo=UTC)  # 12:04:05 in summer time
+    sensor.save()
+    page = admin_client.get("/admin/sensors/sensor/").content.decode()
+    assert '<td class="field-seen">2026-07-01 12:04:05</td>' in page
+    # By the last-seen column, oldest first (the default order, by name, puts "Old probe" first).
+    oldest_first = admin_client.get("/admin/sensors/sensor/", {"o": "4"}).content.decode()
+    assert oldest_first.index("2026-07-01 12:04:05") < oldest_first.index("Old probe")
+
+
+def test_each_row_has_the_checkbox_djangos_own_widget_draws(admin_client, sensor):
+    """The list writes the action checkbox itself (fast); it must stay the markup Django's actions script reads."""
+    sensor.name = '<b>"Tom\'s" & co</b>'
+    sensor.save()
+    model_admin = admin.site._registry[Sensor]
+    assert model_admin.action_checkbox(sensor) == admin.ModelAdmin.action_checkbox(model_admin, sensor)
+    page = admin_client.get("/admin/sensors/sensor/").content.decode()
+    assert admin.ModelAdmin.action_checkbox(model_admin, sensor) in page
+    assert "<b>" not in page.split('id="result_list"')[1]  # the name is escaped wherever it is shown
+
+
+@pytest.mark.django_db(transaction=True)
+def test_select_all_and_move_in_chromium(browser, live_server, admin_user):  # noqa: F811
+    """Django's actions script works with the list's checkboxes: "select all", choose a move, Go."""
+    south = Location.objects.create(name="South")
+    for number in range(3):
+        Sensor.objects.create(device_id=f"5c:cf:7f:00:00:1{number}", last_seen=timezone.now())
+    client = Client()
+    client.force_login(admin_user)
+    context = browser.new_context(viewport={"width": 1280, "height": 900})
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": live_server.url}])
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.goto(live_server.url + "/admin/sensors/sensor/")
+    page.check("#action-toggle")
+    assert page.locator("input.action-select:checked").count() == 3
+    assert "3 of 3 selected" in page.inner_text(".action-counter")
+    page.select_option("select[name=action]", f"move_to_{south.pk}")
+    page.click("button[name=index]")
+    page.wait_for_selector(".messagelist")
+    page.screenshot(path=str(ARTIFACTS / "admin-moved.png"))
+    assert "Moved 3 sensors to South." in page.inner_text(".messagelist")
+    assert set(Sensor.objects.values_list("location__name", flat=True)) == {"South"}
+    assert errors == []
+    context.close()
+    connections.close_all()
 
 
 def test_changing_the_location_in_the_form_records_a_placement(admin_client, sensor):
