@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.core.management import CommandError, call_command
 
-from sensors.export import COLUMNS
+from sensors.export import COLUMNS, csv_pieces, write_csv
 from sensors.models import Location, Reading, Sensor
 from tests.seed import store_minutes
 
@@ -121,3 +121,18 @@ def test_calibrated_export_applies_offsets_and_raw_is_the_default(readings):
     calibrated = export("--metric", "air_temperature", "--calibrated")
     assert (raw[1]["mean"], raw[1]["min"]) == ("20.5", "20.0")
     assert (calibrated[1]["mean"], calibrated[1]["min"]) == ("21.0", "20.5")
+
+
+def test_a_streamed_csv_is_the_export_sent_in_pieces_of_whole_lines():
+    """The download sends the header at once, then whole lines a few hundred at a time (one socket write each)."""
+    rows = [
+        (f"5c:cf:7f:00:00:{n % 7:02x}", 'Bench, "north"', "", "humidity", f"T{n}", 1, n / 3, 0, 1) for n in range(1234)
+    ]
+    pieces = list(csv_pieces(iter(rows), lines=500))
+    assert pieces[0] == ",".join(COLUMNS) + "\n"  # the first byte does not wait for the database
+    assert [piece.count("\n") for piece in pieces[1:]] == [500, 500, 234]
+    assert all(piece.endswith("\n") for piece in pieces)
+    whole = io.StringIO()
+    write_csv(rows, whole)
+    assert "".join(pieces) == whole.getvalue()  # the same bytes as export_readings writes
+    assert list(csv_pieces(iter([]))) == [",".join(COLUMNS) + "\n"]

@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse, Stream
 from django.shortcuts import get_object_or_404, render
 
 from greenhouse_site.access import read_only_page
-from sensors.export import csv_lines, export_rows, format_time, ordered_for_export, parse_time
+from sensors.export import csv_pieces, export_rows, format_time, ordered_for_export, parse_time
 from sensors.identity import normalise_device_id
 from sensors.metrics import derived_for, is_name, metric
 from sensors.models import RESOLUTIONS, CurrentReading, Location, Placement, Sensor
@@ -228,7 +228,7 @@ def sensor_csv(request: HttpRequest, device_id: str) -> HttpResponse:
     rows = export_rows(ordered_for_export(readings), request.GET.get("calibrated", "1") != "0")
     # Streamed: the first byte leaves at once and memory stays flat, even for 30 days of minutes
     # (the rows come from the database in chunks, see export.ordered_for_export).
-    response = StreamingHttpResponse(csv_lines(rows), content_type="text/csv")
+    response = StreamingHttpResponse(csv_pieces(rows), content_type="text/csv")
     filename = f"{sensor.device_id}_{format_time(start)}_{format_time(end)}.csv".replace(":", "")
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
