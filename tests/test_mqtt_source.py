@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from sensors.ingest.mqtt import MqttConfig, MqttSource, MqttUrlError, valid_topic_filter
 
@@ -86,3 +90,15 @@ def test_a_failing_callback_is_logged_and_counted_not_raised(caplog):
     source._on_message(source._client, None, message("greenhouse/a/state", b"1"))
     assert source.counters["callback_errors"] == 1
     assert "could not queue an MQTT message" in caplog.text and "clock gone" in caplog.text
+
+
+def test_a_subscription_the_broker_refuses_is_an_error_and_the_granted_ones_are_logged(caplog):
+    """The broker's SUBACK, per topic: a refused filter (0x80) would otherwise leave its devices silently empty."""
+    source = MqttSource(MqttConfig.from_url("mqtt://127.0.0.1", topics=["tele/+/SENSOR", "shellies/#"]))
+    granted, refused = ReasonCode(PacketTypes.SUBACK, identifier=1), ReasonCode(PacketTypes.SUBACK, identifier=0x80)
+    with caplog.at_level(logging.INFO, logger="sensors.ingest.mqtt"):
+        source._on_subscribe(source._client, None, 1, [granted, refused], None)
+    errors = [record for record in caplog.records if record.levelno == logging.ERROR]
+    assert len(errors) == 1 and "refused the subscription to shellies/#" in errors[0].getMessage()
+    assert "tele/+/SENSOR" not in errors[0].getMessage()
+    assert any(record.getMessage() == "subscribed to tele/+/SENSOR" for record in caplog.records)

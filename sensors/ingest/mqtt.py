@@ -132,6 +132,7 @@ class MqttSource:
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         # A bug in a callback must not end paho's thread: paho catches it and logs it here (with
         # its traceback); our callbacks also catch and log what they can themselves.
         client.suppress_exceptions = True
@@ -179,13 +180,24 @@ class MqttSource:
         # persistence) has forgotten the subscriptions.
         result, _ = client.subscribe([(topic, 1) for topic in self.config.topics])
         logger.info(
-            "connected to the MQTT broker %s as %s (session %s), subscribed to %s%s",
+            "connected to the MQTT broker %s as %s (session %s), subscribing to %s%s",
             self.config.where,
             self.config.client_id,
             "resumed" if flags.session_present else "new",
             ", ".join(self.config.topics),
             "" if result == mqtt.MQTT_ERR_SUCCESS else f" (subscribe failed: {mqtt.error_string(result)})",
         )
+
+    def _on_subscribe(self, client: mqtt.Client, userdata, mid, reason_codes, properties) -> None:
+        """The broker's answer (SUBACK): only now do messages on the topics arrive. A topic it refuses
+        (its ACL, a malformed filter) would otherwise be silently empty."""
+        answers = list(zip(self.config.topics, reason_codes, strict=False))  # one subscribe of all topics a connect
+        refused = [f"{topic} ({code})" for topic, code in answers if code.is_failure]
+        if refused:
+            logger.error("the MQTT broker %s refused the subscription to %s", self.config.where, ", ".join(refused))
+        granted = [topic for topic, code in answers if not code.is_failure]
+        if granted:
+            logger.info("subscribed to %s", ", ".join(granted))
 
     def _on_connect_fail(self, client: mqtt.Client, userdata) -> None:
         self.connected = False
