@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import islice
 from typing import IO
 
+from .metrics import calibrated_band
 from .models import Placement, Sensor
 
 COLUMNS = ["sensor", "sensor_name", "location", "metric", "start", "samples", "mean", "min", "max"]
@@ -63,7 +64,8 @@ def export_rows(readings: Iterable[tuple], calibrated: bool = False) -> Iterator
     """
     sensors: dict[int, Sensor] = {}
     places = _Places()
-    adjusted: dict[tuple[int, str], bool] = {}  # does calibration change this sensor's metric?
+    # Each sensor's metric's calibration as a function (None: it changes nothing), bound once.
+    calibrators: dict[tuple[int, str], Callable[[float], float] | None] = {}
     last_start: datetime | None = None
     start_text = ""
     for sensor_id, metric, start, samples, total, low, high in readings:
@@ -73,11 +75,11 @@ def export_rows(readings: Iterable[tuple], calibrated: bool = False) -> Iterator
             places.load(sensor_id)
         mean = total / samples
         if calibrated:
-            applies = adjusted.get((sensor_id, metric))
-            if applies is None:
-                applies = adjusted[(sensor_id, metric)] = sensor.is_calibrated(metric)
-            if applies:
-                mean, low, high = sensor.calibrate_band(metric, mean, low, high)
+            key = (sensor_id, metric)
+            if key not in calibrators:
+                calibrators[key] = sensor.calibrator(metric) if sensor.is_calibrated(metric) else None
+            if (calibrate := calibrators[key]) is not None:
+                mean, low, high = calibrated_band(calibrate, mean, low, high)
         if start != last_start:
             last_start, start_text = start, format_time(start)
         yield (sensor.device_id, sensor.name, places.at(sensor_id, start), metric, start_text, samples, mean, low, high)

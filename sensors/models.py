@@ -7,6 +7,7 @@ hold what the sensor sent (raw units); calibration is a display concern.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
@@ -16,7 +17,7 @@ from django.utils import timezone
 
 from .identity import MAX_DEVICE_ID_LENGTH as DEVICE_ID_LENGTH
 from .identity import Source, normalise_device_id, source_of
-from .metrics import metric
+from .metrics import calibrated_band, metric
 
 
 class Location(models.Model):
@@ -109,14 +110,17 @@ class Sensor(models.Model):
         """A stored raw value as shown to the grower, as the metric registry says (soil as 0-100 %, offsets added)."""
         return metric(name).calibrate(self, value)
 
+    def calibrator(self, name: str) -> Callable[[float], float]:
+        """`calibrate` of metric `name` as a function, this sensor's calibration read once (for many values)."""
+        return metric(name).calibrator(self)
+
     def is_calibrated(self, name: str) -> bool:
         """Does this sensor's calibration apply to metric `name` (soil: only once dry and wet are set)?"""
         return metric(name).is_calibrated(self)
 
-    def calibrate_band(self, metric: str, mean: float, low: float, high: float) -> tuple[float, float, float]:
+    def calibrate_band(self, name: str, mean: float, low: float, high: float) -> tuple[float, float, float]:
         """Calibrated mean, min and max; a soil mapping runs downwards, so min and max are re-ordered."""
-        mean, low, high = (self.calibrate(metric, value) for value in (mean, low, high))
-        return mean, min(low, high), max(low, high)
+        return calibrated_band(metric(name).calibrator(self), mean, low, high)
 
     def display_unit(self, name: str, calibrated: bool = True) -> str:
         """The unit a value is shown in: soil is % only once dry/wet are set."""

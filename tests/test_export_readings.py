@@ -123,6 +123,19 @@ def test_calibrated_export_applies_offsets_and_raw_is_the_default(readings):
     assert (calibrated[1]["mean"], calibrated[1]["min"]) == ("21.0", "20.5")
 
 
+def test_a_calibrated_soil_export_runs_downwards_with_min_below_max(readings):
+    """Dry 800 reads 0 %, wet 300 reads 100 %: the raw minimum is the wettest, so it becomes the maximum."""
+    Sensor.objects.filter(device_id="5c:cf:7f:00:00:02").update(soil_dry_raw=800.0, soil_wet_raw=300.0)
+    (row,) = export("--metric", "soil_moisture", "--calibrated")
+    sensor = Sensor.objects.get(device_id="5c:cf:7f:00:00:02")
+    assert float(row["mean"]) == sensor.calibrate("soil_moisture", 18360.0 / 30)  # 612 raw: 37.6 %
+    assert (float(row["min"]), float(row["max"])) == (
+        sensor.calibrate("soil_moisture", 624.0),  # the driest raw reading, 35.2 %
+        sensor.calibrate("soil_moisture", 600.0),  # the wettest, 40 %
+    )
+    assert float(row["min"]) < float(row["mean"]) < float(row["max"])
+
+
 def test_a_streamed_csv_is_the_export_sent_in_pieces_of_whole_lines():
     """The download sends the header at once, then whole lines a few hundred at a time (one socket write each)."""
     rows = [
