@@ -20,8 +20,9 @@ Django, gunicorn and the machine itself, which is shared with other work (its lo
 the ratio moves less than the milliseconds). It is timed on its own first, and again after each
 timed request of every other page (not the download), and each page is compared with the login
 page timed between its own requests: a load that comes and goes during the run (autovacuum after
-the catch-up, a checkpoint) weighs on both. The dashboard during a download is compared with the
-login page timed on its own, without a download. Targets: pages p95 < 100 ms and < 20x the
+the catch-up, a checkpoint) weighs on both. A page must pass against both references (the
+smaller one counts): a login right after a heavy page can pay for that page's garbage. The
+dashboard during a download is compared with the login page timed on its own. Targets: pages p95 < 100 ms and < 20x the
 reference; history API p95 < 50 ms; CSV first byte < 300 ms. Every answer must be a 200
 (a 302 to the login page or a 500 is an error, never a timing). Exits non-zero on any FAIL or
 on a traceback in gunicorn's log. --explain replays each failing figure in-process and prints
@@ -758,9 +759,14 @@ class Figure:
     reference_times: list[float] = field(default_factory=list)  # the login page, timed between this figure's requests
 
     def base(self, run_reference_p95: float) -> float:
-        """The reference p95 this figure is compared with: the login page timed between its own requests
-        (so a load that comes and goes during the run weighs on both), else the run's."""
+        """The login page's p95 timed between this figure's own requests (so a load that comes and goes
+        during the run weighs on both), else the run's."""
         return percentile(self.reference_times, 0.95) if self.reference_times else run_reference_p95
+
+    def ratio(self, run_reference_p95: float) -> float:
+        """p95 over the *smaller* of the two references: a page must pass against both. A login timed
+        right after a heavy page can pay for that page's garbage and so flatter the page's ratio."""
+        return self.p95 / min(self.base(run_reference_p95), run_reference_p95)
 
     @property
     def p50(self) -> float:
@@ -782,7 +788,7 @@ class Figure:
         if self.kind == "csv":
             return self.first_byte_p95 < CSV_FIRST_BYTE_MS
         if self.kind == "page":
-            return self.p95 < PAGE_P95_MS and self.p95 < PAGE_RATIO * self.base(reference_p95)
+            return self.p95 < PAGE_P95_MS and self.ratio(reference_p95) < PAGE_RATIO
         return True
 
     def target(self) -> str:
@@ -884,8 +890,11 @@ def figures(mac: str, location_id: int) -> list[Figure]:
 def report(figure: Figure, reference_p95: float) -> bool:
     ok = figure.passed(reference_p95)
     base = figure.base(reference_p95)
-    ratio = figure.p95 / base if base else math.nan
-    text = f"p50 {figure.p50:7.1f} ms, p95 {figure.p95:7.1f} ms, {ratio:5.1f}x reference p95 ({base:.1f} ms)"
+    ratio = figure.ratio(reference_p95) if base and reference_p95 else math.nan
+    text = (
+        f"p50 {figure.p50:7.1f} ms, p95 {figure.p95:7.1f} ms, {ratio:5.1f}x reference p95 "
+        f"(the smaller of {base:.1f} ms between its requests and {reference_p95:.1f} ms on its own)"
+    )
     if figure.kind == "csv" and figure.first_bytes:
         text += f", first byte p50 {percentile(figure.first_bytes, 0.5):.1f} ms / p95 {figure.first_byte_p95:.1f} ms"
         text += f", {figure.size / 1e6:.1f} MB"

@@ -261,8 +261,8 @@ def merge_buckets(
     interval and merges them. On SQLite that halved the Python work of a 30,000-bucket flush
     (coarsening in Python and binding 210,000 parameters per table, docs/benchmarks.md).
     """
-    rows = (
-        (sensor_ids[sensor], metric, start, bucket.count, bucket.total, bucket.low, bucket.high)
+    rows = (  # int(): the table's start is bigint on PostgreSQL, where a float minute would not COPY
+        (sensor_ids[sensor], metric, int(start), bucket.count, bucket.total, bucket.low, bucket.high)
         for (sensor, metric, start), bucket in buckets
     )
     with _filled_table(MERGE_TABLE, MERGE_TABLE_COLUMNS, rows) as (cursor, written):

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 
 from sensors.ingest.aggregator import Batch
-from sensors.models import CurrentReading, Location, Reading, Sensor
+from sensors.models import CurrentReading, DailyReading, HourlyReading, Location, Reading, Sensor
 from sensors.storage import ROWS_PER_STATEMENT, write_batch
 
 pytestmark = pytest.mark.django_db
@@ -78,12 +78,32 @@ def test_sqlite_built_with_the_old_999_variable_limit_still_takes_large_batches(
 
 
 def test_a_failed_batch_leaves_nothing_half_written():
-    good = batch((MAC, "humidity", T0, 50.0))
-    good.buckets[("ff:ff:ff:ff:ff:ff", "humidity", int(T0))] = next(iter(good.buckets.values()))  # no such sensor
+    macs = [f"5c:cf:7f:00:{i >> 8:02x}:{i & 255:02x}" for i in range(ROWS_PER_STATEMENT + 100)]
+    broken = batch(*[(mac, "humidity", T0, 50.0) for mac in macs])
+    # After more than one statement's worth of rows has gone into the merge table: no such sensor.
+    broken.buckets[("ff:ff:ff:ff:ff:ff", "humidity", int(T0))] = next(iter(broken.buckets.values()))
     with pytest.raises(KeyError):
-        write_batch(good)
+        write_batch(broken)
     assert Reading.objects.count() == 0
     assert Sensor.objects.count() == 0
+    # The next batch on the same connection finds the merge table empty: each minute counted once.
+    assert write_batch(batch(*[(mac, "humidity", T0, 50.0) for mac in macs])) == len(macs)
+    assert set(Reading.objects.values_list("samples", flat=True)) == {1}
+    assert set(HourlyReading.objects.values_list("samples", flat=True)) == {1}
+
+
+def test_rows_the_orm_wrote_and_rows_the_merge_writes_are_the_same_rows():
+    """The merge computes its times in SQL; they must meet the ORM's in the unique indexes, not sit beside them."""
+    sensor = Sensor.objects.create(device_id=MAC)
+    minute, hour = datetime(2026, 11, 24, 10, 15, tzinfo=UTC), datetime(2026, 11, 24, 10, tzinfo=UTC)
+    fields = dict(sensor=sensor, metric="humidity", samples=2, value_sum=80.0, value_min=39.0, value_max=41.0)
+    Reading.objects.create(start=minute, **fields)
+    HourlyReading.objects.create(start=hour, **fields)
+    DailyReading.objects.create(start=hour.replace(hour=0), **fields)
+    write_batch(batch((MAC, "humidity", T0, 50.0)))
+    for model in (Reading, HourlyReading, DailyReading):
+        row = model.objects.get()
+        assert (row.samples, row.value_sum, row.value_max) == (3, 130.0, 50.0), model.__name__
 
 
 def test_a_batch_mixing_known_and_new_sensors_refreshes_the_known_and_registers_the_new():
