@@ -156,37 +156,37 @@ def journal_marks(journal: str) -> dict[int, int]:
 
 def upsert_sensors(batch: Batch) -> dict[str, int]:
     """Create sensors heard for the first time, refresh last seen/address; return device id -> id."""
-    ids = _refresh_sensors_by_copy(batch) if connection.vendor == "postgresql" else _refresh_sensors(batch)
+    ids = _refresh_sensors(batch)
     if len(ids) == len(batch.sensors):
         return ids
     return ids | _create_sensors(batch, [mac for mac in batch.sensors if mac not in ids])
 
 
 def _refresh_sensors(batch: Batch) -> dict[str, int]:
-    """SQLite: refresh the known sensors with UPDATE ... FROM (VALUES ...) RETURNING; return their ids.
+    """Refresh the known sensors from a temporary table in one UPDATE ... FROM ... RETURNING; return their ids.
 
-    The ORM's upsert of 10,000 sensors cost more than merging all their readings (0.7 s a flush).
+    Thousands of boards report in every batch; the ORM's upsert of 10,000 sensors cost more
+    than merging all their readings (0.7 s a flush on SQLite).
     """
     quote = connection.ops.quote_name
     table = quote(Sensor._meta.db_table)
-    mac, last_seen, last_peer = (
-        quote(Sensor._meta.get_field(name).column) for name in ("device_id", "last_seen", "last_peer")
+    mac, last_seen, last_peer, pk = (
+        quote(Sensor._meta.get_field(name).column) for name in ("device_id", "last_seen", "last_peer", "id")
     )
-    moment = Sensor._meta.get_field("last_seen").get_db_prep_value
-    rows = [
+    moment = Sensor._meta.get_field("last_seen").get_db_prep_value  # SQLite: Django's stored text
+    rows = (
         (address, moment(_utc(seen.last_seen), connection), seen.peer or None)
         for address, seen in batch.sensors.items()
-    ]
-    ids: dict[str, int] = {}
-    for cursor, _ in _executed_chunks(
-        lambda values: (
-            f"UPDATE {table} SET {last_seen} = t.column2, {last_peer} = t.column3 "
-            f"FROM ({values}) AS t WHERE {table}.{mac} = t.column1 RETURNING {table}.{mac}, {table}.{quote('id')}"
-        ),
-        rows,
-        3,
-    ):
-        ids.update(cursor.fetchall())
+    )
+    # The columns are named apart from the sensor's, so RETURNING's unqualified names are the sensor's
+    # (one spelling for both databases). "inet" is PostgreSQL's address type; to SQLite it is a
+    # name with numeric affinity, which leaves an address (never a well-formed number) as text.
+    with _filled_table(SEEN_TABLE, "seen_mac text, seen_at timestamptz, seen_peer inet", rows) as (cursor, _):
+        cursor.execute(
+            f"UPDATE {table} SET {last_seen} = t.seen_at, {last_peer} = t.seen_peer "
+            f"FROM {SEEN_TABLE} AS t WHERE {table}.{mac} = t.seen_mac RETURNING {mac}, {pk}"
+        )
+        ids = dict(cursor.fetchall())
     return ids
 
 
@@ -216,26 +216,6 @@ def _create_sensors(batch: Batch, macs: list[str]) -> dict[str, int]:
     ids: dict[str, int] = {}
     for chunk in _chunks(macs, ROWS_PER_STATEMENT):
         ids.update(Sensor.objects.filter(device_id__in=chunk).values_list("device_id", "id"))
-    return ids
-
-
-def _refresh_sensors_by_copy(batch: Batch) -> dict[str, int]:
-    """PostgreSQL: refresh the known sensors from a COPYed table in one UPDATE; return their ids.
-
-    Thousands of boards report in every batch; building the ORM's upsert for each of
-    them cost more client time than the whole merge of their readings.
-    """
-    table, quote = Sensor._meta.db_table, connection.ops.quote_name
-    mac, last_seen, last_peer = (
-        quote(Sensor._meta.get_field(name).column) for name in ("device_id", "last_seen", "last_peer")
-    )
-    rows = ((address, _utc(seen.last_seen), seen.peer or None) for address, seen in batch.sensors.items())
-    with _filled_table(SEEN_TABLE, "device_id text, last_seen timestamptz, last_peer inet", rows) as (cursor, _):
-        cursor.execute(
-            f"UPDATE {quote(table)} AS s SET {last_seen} = t.last_seen, {last_peer} = t.last_peer "
-            f"FROM {SEEN_TABLE} AS t WHERE s.{mac} = t.device_id RETURNING s.{mac}, s.{quote('id')}"
-        )
-        ids = dict(cursor.fetchall())
     return ids
 
 
@@ -353,15 +333,12 @@ def _values_list(rows: int, columns: int = MERGE_COLUMNS) -> str:
 def _execute_values(statement: Callable[[str], str], rows: Iterable[tuple], columns: int) -> int:
     """Run `statement(VALUES list)` over `rows` in chunks that fit the database's bound on
     parameters (`merge_rows_per_statement`); return the rows sent."""
-    return sum(sent for _, sent in _executed_chunks(statement, rows, columns))
-
-
-def _executed_chunks(statement: Callable[[str], str], rows: Iterable[tuple], columns: int) -> Iterator[tuple[Any, int]]:
-    """`_execute_values` one chunk at a time: yields (cursor, rows sent) after each, for a RETURNING to be read."""
+    sent = 0
     with connection.cursor() as cursor:
         for chunk in _chunks(rows, merge_rows_per_statement(columns)):
             cursor.execute(statement(_values_list(len(chunk), columns)), [value for row in chunk for value in row])
-            yield cursor, len(chunk)
+            sent += len(chunk)
+    return sent
 
 
 def merge_rows_per_statement(columns: int = MERGE_COLUMNS) -> int:
