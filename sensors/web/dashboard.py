@@ -18,6 +18,7 @@ from sensors.models import CurrentReading, Location, Reading, Sensor
 from sensors.web.history import EpochStep
 
 TREND_SPAN = timedelta(hours=1)
+SPAN_SECONDS = int(TREND_SPAN.total_seconds())
 # A change smaller than this (in the value's own unit) is shown as steady, not as a rise or a fall.
 STEADY = {"air_temperature": 0.3, "humidity": 1.0, "soil_moisture": 1.0, "vpd": 0.05, "dew_point": 0.3}
 
@@ -46,6 +47,15 @@ class ShownValue:
     age: str
     change: float | None = None  # over TREND_SPAN, in the value's unit; None: no value an hour ago
     derived: bool = False
+    trend: str = field(init=False)  # rising, falling or steady over the last hour ("" when unknown)
+
+    def __post_init__(self) -> None:
+        if self.change is None:
+            self.trend = ""
+        elif abs(self.change) < STEADY.get(self.metric, 0.0):
+            self.trend = "steady"
+        else:
+            self.trend = "rising" if self.change > 0 else "falling"
 
     @property
     def text(self) -> str:
@@ -57,15 +67,6 @@ class ShownValue:
         if self.change is None:
             return ""
         return f"{self.trend} over the last hour ({self.change:+.1f} {self.unit})".rstrip()
-
-    @property
-    def trend(self) -> str:
-        """rising, falling or steady over the last hour ("" when unknown)."""
-        if self.change is None:
-            return ""
-        if abs(self.change) < STEADY.get(self.metric, 0.0):
-            return "steady"
-        return "rising" if self.change > 0 else "falling"
 
     @property
     def arrow(self) -> str:
@@ -132,9 +133,9 @@ class LocationCard:
 
 @dataclass(frozen=True, slots=True)
 class Earlier:
-    """A minute's start and mean (the minute TREND_SPAN before a current one)."""
+    """A minute's start (epoch seconds) and mean (the minute TREND_SPAN before a current one)."""
 
-    start: datetime
+    start: int
     mean: float
 
 
@@ -144,7 +145,7 @@ class Current:
 
     sensor_id: int
     metric: str
-    start: datetime
+    start: int  # the minute's, in epoch seconds (compared, never shown)
     mean: float
     received_at: datetime
 
@@ -163,7 +164,7 @@ def _currents() -> list[Current]:
         .values_list("sensor_id", "metric", "value_sum", "samples", EpochStep("start", 1), EpochStep("received_at", 1))
     )
     return [
-        Current(sensor_id, name, _utc(start), total / samples, _utc(received))
+        Current(sensor_id, name, start, total / samples, _utc(received))
         for sensor_id, name, total, samples, start, received in rows
     ]
 
@@ -171,32 +172,35 @@ def _currents() -> list[Current]:
 def _hour_ago(currents: list[Current]) -> dict[tuple[int, str], Earlier]:
     """The minute row TREND_SPAN before each current minute, in one query on the minutes' start index
     (plain tuples and epoch seconds, as in `_currents`)."""
-    starts = {current.start - TREND_SPAN for current in currents}
+    starts = {_utc(current.start - SPAN_SECONDS) for current in currents}
     if not starts:
         return {}
     rows = Reading.objects.filter(start__in=starts, samples__gt=0).values_list(
         "sensor_id", "metric", EpochStep("start", 1), "value_sum", "samples"
     )
-    return {(sensor_id, name): Earlier(_utc(start), total / samples) for sensor_id, name, start, total, samples in rows}
+    return {(sensor_id, name): Earlier(start, total / samples) for sensor_id, name, start, total, samples in rows}
 
 
 def sensor_card(sensor: Sensor, currents: list[Current], before: dict, now: datetime) -> SensorCard:
     card = SensorCard(sensor, sensor.is_online(now))
-    calibrated: dict[str, float] = {}
+    calibrated: dict[str, float] = {}  # metric -> its current value, calibrated
+    calibrated_before: dict[str, float] = {}  # metric -> its value TREND_SPAN before, calibrated
     for current in currents:
         info = metric(current.metric)
-        value = sensor.calibrate(current.metric, current.mean)
-        calibrated[current.metric] = value
+        calibrate = info.calibrator(sensor)  # the sensor's calibration fields read once per metric
+        value = calibrated[current.metric] = calibrate(current.mean)
         earlier = before.get((sensor.id, current.metric))
         change = None
-        if earlier is not None and earlier.start == current.start - TREND_SPAN:
-            change = value - sensor.calibrate(current.metric, earlier.mean)
+        if earlier is not None:
+            calibrated_before[current.metric] = calibrate(earlier.mean)
+            if earlier.start == current.start - SPAN_SECONDS:
+                change = value - calibrated_before[current.metric]
         card.values.append(
             ShownValue(
                 current.metric,
                 info.label,
                 value,
-                sensor.display_unit(current.metric),
+                info.unit_for(sensor),
                 current.received_at,
                 ago(now - current.received_at),
                 change,
@@ -207,15 +211,8 @@ def sensor_card(sensor: Sensor, currents: list[Current], before: dict, now: date
         value = derived.of(calibrated)
         if value is None or newest is None:
             continue
-        change = None
-        inputs_before = {}
-        for name in derived.inputs:
-            earlier = before.get((sensor.id, name))
-            if earlier is not None:
-                inputs_before[name] = sensor.calibrate(name, earlier.mean)
-        earlier_value = derived.of(inputs_before)
-        if earlier_value is not None:
-            change = value - earlier_value
+        earlier_value = derived.of(calibrated_before)
+        change = None if earlier_value is None else value - earlier_value
         card.values.append(
             ShownValue(derived.name, derived.label, value, derived.unit, newest, ago(now - newest), change, True)
         )
