@@ -6,12 +6,15 @@ import functools
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
+from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
+from django.contrib.admin.utils import quote
+from django.contrib.admin.views.main import ChangeList
 from django.db.models import Prefetch, QuerySet
 from django.http import HttpRequest
 from django.templatetags.static import static
 from django.utils import timezone
-from django.utils.html import format_html
-from django.utils.safestring import SafeString
+from django.utils.html import conditional_escape, format_html
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.translation import gettext
 
 from .models import CurrentReading, Location, Placement, Reading, RefusedSensor, Sensor
@@ -113,6 +116,45 @@ class SensorAdmin(admin.ModelAdmin):
             f"{shown['label']} {shown['value']:.1f} {shown['unit']}"
             for shown in map(sensor.shown_value, sensor.current_readings.all())
         )
+
+    # The columns `result_rows` writes out, in this order (Django adds action_checkbox when there are actions).
+    FAST_COLUMNS = ["display_name", "device_id", "location", "seen", "online", "latest_values"]
+    _PK_SLOT = "0pk0"
+
+    def result_rows(self, cl: ChangeList) -> list[list[SafeString]] | None:
+        """The list's rows, one string each, exactly as the admin's `items_for_result` writes them.
+
+        Django builds each of the 700 cells of a 100-sensor page through lookups, lazy
+        translations and format_html; that was half of this page's time. The markup is pinned to
+        Django's by tests/test_admin.py. None (Django renders the rows itself) for a popup, an
+        editable list, or columns other than FAST_COLUMNS.
+        """
+        columns = [name for name in cl.list_display if name != "action_checkbox"]
+        if cl.is_popup or cl.list_editable or columns != self.FAST_COLUMNS or cl.list_display_links != ["display_name"]:
+            return None
+        empty = conditional_escape(self.get_empty_value_display())
+        # The change link reversed (and its preserved filters added) once, with a slot for each primary key.
+        slot = self.model(pk=self._PK_SLOT)
+        link = add_preserved_filters(
+            {"preserved_filters": cl.preserved_filters, "opts": cl.opts}, cl.url_for_result(slot)
+        )
+        checkbox = "action_checkbox" in cl.list_display
+        rows = []
+        for sensor in cl.result_list:
+            url = conditional_escape(link.replace(self._PK_SLOT, quote(str(sensor.pk)), 1))
+            cells = [f'<td class="action-checkbox">{self.action_checkbox(sensor)}</td>'] if checkbox else []
+            seen, values = self.seen(sensor), self.latest_values(sensor)
+            place = conditional_escape(sensor.location) if sensor.location else empty
+            cells += [
+                f'<th class="field-display_name"><a href="{url}">{conditional_escape(sensor.display_name)}</a></th>',
+                f'<td class="field-device_id">{conditional_escape(sensor.device_id)}</td>',
+                f'<td class="field-location nowrap">{place}</td>',
+                f'<td class="field-seen">{empty if seen is None else seen}</td>',
+                f'<td class="field-online">{self.online(sensor)}</td>',
+                f'<td class="field-latest_values">{conditional_escape(values) if values.strip() else empty}</td>',
+            ]
+            rows.append([mark_safe("".join(cells))])
+        return rows
 
     def get_actions(self, request: HttpRequest) -> dict:
         actions = super().get_actions(request)

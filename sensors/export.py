@@ -26,8 +26,12 @@ def parse_time(text: str) -> datetime:
 
 
 def format_time(moment: datetime) -> str:
-    """ISO 8601 in UTC with a Z, like 2026-11-24T10:15:00Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """ISO 8601 in UTC with a Z, like 2026-11-24T10:15:00Z.
+
+    Formatted field by field: strftime cost a tenth of a 7-day chart's request (one call per point).
+    """
+    m = moment.astimezone(UTC)
+    return f"{m.year:04d}-{m.month:02d}-{m.day:02d}T{m.hour:02d}:{m.minute:02d}:{m.second:02d}Z"
 
 
 Row = tuple  # the values of COLUMNS, in that order

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import FloatField, IntegerField, Max, Min, Sum
 from django.db.models.expressions import Func
 
-from sensors.metrics import DERIVED, Derived
+from sensors.metrics import DERIVED, Derived, calibrated_band
 from sensors.models import RESOLUTIONS, HourlyReading, Location, Reading, ReadingFields, ReadingQuerySet, Sensor
 
 SAMPLE_PERIOD_SECONDS = 2  # the firmware sends one line every 2 s
@@ -39,6 +39,10 @@ class EpochStep(Func):
 
     def as_sqlite(self, compiler, connection, **extra):
         sql, params = compiler.compile(self.source_expressions[0])
+        # unixepoch() (SQLite 3.38+) is several times cheaper than strftime('%s'): on a 7-day chart
+        # of 10,000 minutes the strftime calls were most of the query. Both truncate to whole seconds.
+        if connection.Database.sqlite_version_info >= (3, 38):
+            return f"((unixepoch({sql}) / {self.step}) * {self.step})", params
         return f"((CAST(strftime('%%s', {sql}) AS INTEGER) / {self.step}) * {self.step})", params
 
     def as_postgresql(self, compiler, connection, **extra):
@@ -113,6 +117,7 @@ def _source_rows(readings: ReadingQuerySet, step: int) -> ReadingQuerySet:
             high=Max("value_max"),
         )
         .order_by("step")
+        .values_list("step", "samples", "total", "low", "high")
     )
 
 
@@ -128,14 +133,18 @@ def _series(
     max_points = max(1, min(max_points, MAX_POINTS_LIMIT))
     model, step = source_for(start, end, max_points)
     rows = _source_rows(rows_of(model).for_metric(metric).between(start, end), step)
+    # The sensor's calibration bound once for the series (a year's chart has ~700 points).
+    calibrate = None
+    if calibrated and sensor is not None and sensor.is_calibrated(metric):
+        calibrate = sensor.calibrator(metric)
     points = []
     total_samples = 0
-    for row in rows:
-        mean, low, high = row["total"] / row["samples"], row["low"], row["high"]
-        if calibrated and sensor is not None:
-            mean, low, high = sensor.calibrate_band(metric, mean, low, high)
-        points.append(Point(datetime.fromtimestamp(row["step"], tz=UTC), row["samples"], mean, low, high))
-        total_samples += row["samples"]
+    for step_start, samples, total, low, high in rows:
+        mean = total / samples
+        if calibrate is not None:
+            mean, low, high = calibrated_band(calibrate, mean, low, high)
+        points.append(Point(datetime.fromtimestamp(step_start, tz=UTC), samples, mean, low, high))
+        total_samples += samples
     return Series(metric, start, end, step, points, total_samples, model.RESOLUTION)
 
 
