@@ -981,7 +981,12 @@ def run(args: argparse.Namespace) -> int:
         server.wait_ready()
         anonymous, grower = Browser(server.port), Browser(server.port)
         grower.log_in(USERNAME, password)
-        for figure in figures(sensor.device_id, location.pk):
+        chosen = [
+            figure
+            for figure in figures(sensor.device_id, location.pk)
+            if figure.kind in ("reference", "csv") or not args.only or any(word in figure.name for word in args.only)
+        ]
+        for figure in chosen:
             browser = anonymous if figure.kind == "reference" else grower
             repeat = args.csv_requests if figure.kind == "csv" else args.requests
             warmup = 1 if figure.kind == "csv" else args.warmup  # a download warms what it reads by itself
@@ -992,8 +997,9 @@ def run(args: argparse.Namespace) -> int:
                 figure.note = f"{len(answer['points'])} points from {answer['resolution']} rows"
             print(f"  {figure.name}: p50 {figure.p50:.1f} ms, p95 {figure.p95:.1f} ms", flush=True)
         during = Figure("dashboard during a 30-day CSV download", "/", "page")
-        csv_path = next(figure.path for figure in measured if figure.kind == "csv")
-        measured.append(measure_during_download(grower, during, csv_path, args.requests, args.budget))
+        if not args.only or any(word in during.name for word in args.only):
+            csv_path = next(figure.path for figure in measured if figure.kind == "csv")
+            measured.append(measure_during_download(grower, during, csv_path, args.requests, args.budget))
     finally:
         code = server.stop(30)
     reference_p95 = measured[0].p95
@@ -1024,6 +1030,12 @@ def main() -> int:
     parser.add_argument("--csv-requests", type=int, default=5, help="timed CSV downloads (default %(default)s)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed requests first (default %(default)s)")
     parser.add_argument("--budget", type=float, default=120.0, help="seconds at most per figure (default %(default)s)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="WORDS",
+        help="time only the figures whose name contains WORDS (repeatable; the login page and the CSV always run)",
+    )
     parser.add_argument("--explain", action="store_true", help="print the queries of each failing figure")
     args = parser.parse_args()
     prepare(args.sensors, args.reuse)
