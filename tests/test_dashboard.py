@@ -73,6 +73,20 @@ def test_each_value_says_how_long_ago_it_arrived_and_which_way_it_moved_in_the_l
     assert 'class="trend falling"' in card(page, "Cool end")  # humidity fell 6 %RH
 
 
+def test_sensors_whose_latest_minutes_differ_each_show_their_own_trend(admin_client):
+    """At a minute's turn some sensors' newest minute is one minute older than others': each trend
+    compares with the minute an hour before its own (both sensors have minutes at both times)."""
+    now = timezone.now()
+    ahead = Sensor.objects.create(device_id="5c:cf:7f:00:00:11", name="Ahead", last_seen=now)
+    behind = Sensor.objects.create(device_id="5c:cf:7f:00:00:12", name="Behind", last_seen=now)
+    rows = minutes(ahead, "air_temperature", lambda age: 25.0 - age / 30, range(0, 90), now)  # rising
+    rows += minutes(behind, "air_temperature", lambda age: 15.0 + age / 30, range(1, 90), now)  # falling
+    store_minutes(rows)
+    page = admin_client.get("/").content.decode()
+    assert 'class="trend rising"' in card(page, "Ahead")
+    assert 'class="trend falling"' in card(page, "Behind")
+
+
 def test_a_silent_sensor_says_since_when_it_is_offline(admin_client, bench, settings):
     settings.TIME_ZONE = "UTC"
     page = admin_client.get("/").content.decode()

@@ -132,14 +132,6 @@ class LocationCard:
 
 
 @dataclass(frozen=True, slots=True)
-class Earlier:
-    """A minute's start (epoch seconds) and mean (the minute TREND_SPAN before a current one)."""
-
-    start: int
-    mean: float
-
-
-@dataclass(frozen=True, slots=True)
 class Current:
     """A sensor's current value of one metric (a CurrentReading row, read as plain values)."""
 
@@ -169,16 +161,18 @@ def _currents() -> list[Current]:
     ]
 
 
-def _hour_ago(currents: list[Current]) -> dict[tuple[int, str], Earlier]:
-    """The minute row TREND_SPAN before each current minute, in one query on the minutes' start index
-    (plain tuples and epoch seconds, as in `_currents`)."""
+def _hour_ago(currents: list[Current]) -> dict[tuple[int, str, int], float]:
+    """The means of the minutes TREND_SPAN before the current ones, by (sensor, metric, start), in one query
+    on the minutes' start index (plain tuples and epoch seconds, as in `_currents`). Keyed by start
+    too: at a minute's turn some sensors' current minute is a minute older than others', and each
+    must meet the minute an hour before its own."""
     starts = {_utc(current.start - SPAN_SECONDS) for current in currents}
     if not starts:
         return {}
     rows = Reading.objects.filter(start__in=starts, samples__gt=0).values_list(
         "sensor_id", "metric", EpochStep("start", 1), "value_sum", "samples"
     )
-    return {(sensor_id, name): Earlier(start, total / samples) for sensor_id, name, start, total, samples in rows}
+    return {(sensor_id, name, start): total / samples for sensor_id, name, start, total, samples in rows}
 
 
 def sensor_card(sensor: Sensor, currents: list[Current], before: dict, now: datetime) -> SensorCard:
@@ -189,12 +183,11 @@ def sensor_card(sensor: Sensor, currents: list[Current], before: dict, now: date
         info = metric(current.metric)
         calibrate = info.calibrator(sensor)  # the sensor's calibration fields read once per metric
         value = calibrated[current.metric] = calibrate(current.mean)
-        earlier = before.get((sensor.id, current.metric))
+        earlier = before.get((sensor.id, current.metric, current.start - SPAN_SECONDS))
         change = None
         if earlier is not None:
-            calibrated_before[current.metric] = calibrate(earlier.mean)
-            if earlier.start == current.start - SPAN_SECONDS:
-                change = value - calibrated_before[current.metric]
+            calibrated_before[current.metric] = calibrate(earlier)
+            change = value - calibrated_before[current.metric]
         card.values.append(
             ShownValue(
                 current.metric,
