@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime
 
 import pytest
 
 from sensors.ingest.aggregator import Bucket
-from sensors.models import DailyReading, HourlyReading, Reading, ReadingFields
+from sensors.models import DailyReading, HourlyReading, Reading, ReadingFields, Sensor
 from sensors.storage import ROLLUPS, merge_buckets
+
+
+def one_sample(sensor: Sensor, metric: str, start: datetime, value: float) -> Reading:
+    """A minute row holding a single sample of `value` (its mean, min and max)."""
+    return Reading(
+        sensor=sensor, metric=metric, start=start, samples=1, value_sum=value, value_min=value, value_max=value
+    )
 
 
 def store_minutes(readings: Iterable[Reading]) -> list[Reading]:

@@ -13,7 +13,7 @@ from django.urls import resolve
 from django.utils import timezone
 
 from sensors.models import Location, Reading, Sensor
-from tests.seed import store_minutes
+from tests.seed import one_sample, store_minutes
 from tests.test_browser import ARTIFACTS, browser  # noqa: F401  (browser is a fixture)
 
 pytestmark = pytest.mark.django_db
@@ -92,19 +92,7 @@ def test_the_sensor_list_rows_are_exactly_the_rows_django_writes(admin_user, sen
     Sensor.objects.create(device_id="5c:cf:7f:00:00:03", name="0pk0")  # never seen, no values, not placed
     soil = Sensor.objects.create(device_id="5c:cf:7f:00:00:04", soil_dry_raw=800, soil_wet_raw=400, location=place)
     now = timezone.now().replace(second=0, microsecond=0)
-    store_minutes(
-        [
-            Reading(
-                sensor=soil,
-                metric="soil_moisture",
-                start=now,
-                samples=1,
-                value_sum=600.0,
-                value_min=600.0,
-                value_max=600.0,
-            )
-        ]
-    )
+    store_minutes([one_sample(soil, "soil_moisture", now, 600.0)])
     # The last: a filter that holds the link's primary-key slot (only the path's may be replaced).
     for query in ("", f"?location__id__exact={place.pk}&o=4", "?q=5c%3Acf&source__exact=tcp", "?q=0pk0"):
         fast, django_rows = _rows_both_ways(admin_user, query)

@@ -18,7 +18,7 @@ from django.db import connection
 from sensors.models import Reading
 from tests.conftest import a_minute_ago, manage_env
 from tests.peers import wait_until
-from tests.seed import assert_rollups_match_minutes
+from tests.seed import assert_rollups_match_minutes, one_sample
 from tests.test_collect_command import CLOCK, FAST, MINUTE, Expected, connect, exported, firmware_lines
 from tests.test_database_trouble import database_locked
 
@@ -317,18 +317,7 @@ def test_a_stop_during_a_long_purge_exits_promptly_and_loses_nothing(start_colle
     old = Sensor.objects.create(device_id="5c:cf:7f:00:50:01")
     first = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(days=120)
     Reading.objects.bulk_create(
-        (
-            Reading(
-                sensor=old,
-                metric="soil_moisture",
-                start=first + timedelta(minutes=i),
-                samples=1,
-                value_sum=1.0,
-                value_min=1.0,
-                value_max=1.0,
-            )
-            for i in range(150_000)
-        ),
+        (one_sample(old, "soil_moisture", first + timedelta(minutes=i), 1.0) for i in range(150_000)),
         batch_size=5000,
     )
     collector = start_collector(*FAST, *CLOCK)

@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from control.models import Output
-from sensors.models import Location, Reading, Sensor
-from tests.seed import store_minutes
+from sensors.models import Location, Sensor
+from tests.seed import one_sample, store_minutes
 
 pytestmark = pytest.mark.django_db
 
@@ -25,18 +25,7 @@ def site(db) -> dict:
     bench = Location.objects.create(name="Bench")
     sensor = Sensor.objects.create(device_id=MAC, last_seen=now)
     sensor.move_to(bench, now - timedelta(days=1))
-    store_minutes(
-        Reading(
-            sensor=sensor,
-            metric="humidity",
-            start=now - timedelta(minutes=i),
-            samples=1,
-            value_sum=50.0,
-            value_min=50.0,
-            value_max=50.0,
-        )
-        for i in range(5)
-    )
+    store_minutes(one_sample(sensor, "humidity", now - timedelta(minutes=i), 50.0) for i in range(5))
     output = Output.objects.create(name="Heater", http_on_url="http://192.0.2.1/on")
     return {"location": bench.pk, "output": output.pk}
 

@@ -8,7 +8,7 @@ from itertools import pairwise
 import pytest
 
 from sensors.models import Reading, Sensor
-from tests.seed import store_minutes
+from tests.seed import one_sample, store_minutes
 
 pytestmark = pytest.mark.django_db
 
@@ -117,19 +117,7 @@ def test_a_location_chart_gives_each_sensor_its_own_unit(admin_client):
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=5)
     for probe in (raw, calibrated):
         probe.move_to(bench, when=start - timedelta(hours=1))
-        store_minutes(
-            [
-                Reading(
-                    sensor=probe,
-                    metric="soil_moisture",
-                    start=start,
-                    samples=1,
-                    value_sum=600.0,
-                    value_min=600.0,
-                    value_max=600.0,
-                )
-            ]
-        )
+        store_minutes([one_sample(probe, "soil_moisture", start, 600.0)])
     url = f"/api/locations/{bench.pk}/history"
     mixed = admin_client.get(url, {"metric": "soil_moisture", "range": "1h"}).json()
     assert mixed["unit"] == ""
