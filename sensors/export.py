@@ -81,7 +81,7 @@ def export_rows(readings: Iterable[tuple], calibrated: bool = False) -> Iterator
         if calibrated:
             key = (sensor_id, metric)
             if key not in calibrators:
-                calibrators[key] = sensor.calibrator(metric) if sensor.is_calibrated(metric) else None
+                calibrators[key] = sensor.calibrator_if_any(metric)
             if (calibrate := calibrators[key]) is not None:
                 mean, low, high = calibrated_band(calibrate, mean, low, high)
         if start != last_start:

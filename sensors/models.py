@@ -114,6 +114,11 @@ class Sensor(models.Model):
         """`calibrate` of metric `name` as a function, this sensor's calibration read once (for many values)."""
         return metric(name).calibrator(self)
 
+    def calibrator_if_any(self, name: str) -> Callable[[float], float] | None:
+        """`calibrator(name)`, or None where this sensor's calibration leaves metric `name` as stored
+        (for loops over many values that skip the call when there is nothing to apply)."""
+        return self.calibrator(name) if self.is_calibrated(name) else None
+
     def is_calibrated(self, name: str) -> bool:
         """Does this sensor's calibration apply to metric `name` (soil: only once dry and wet are set)?"""
         return metric(name).is_calibrated(self)

@@ -134,9 +134,7 @@ def _series(
     model, step = source_for(start, end, max_points)
     rows = _source_rows(rows_of(model).for_metric(metric).between(start, end), step)
     # The sensor's calibration bound once for the series (a year's chart has ~700 points).
-    calibrate = None
-    if calibrated and sensor is not None and sensor.is_calibrated(metric):
-        calibrate = sensor.calibrator(metric)
+    calibrate = sensor.calibrator_if_any(metric) if calibrated and sensor is not None else None
     points = []
     total_samples = 0
     for step_start, samples, total, low, high in rows:
