@@ -981,12 +981,13 @@ def run(args: argparse.Namespace) -> int:
         server.wait_ready()
         anonymous, grower = Browser(server.port), Browser(server.port)
         grower.log_in(USERNAME, password)
-        chosen = [
-            figure
-            for figure in figures(sensor.device_id, location.pk)
-            if figure.kind in ("reference", "csv") or not args.only or any(word in figure.name for word in args.only)
-        ]
-        for figure in chosen:
+
+        def wanted(figure: Figure) -> bool:
+            """--only: the login reference and the CSV (the download figure needs it) always run."""
+            always = figure.kind in ("reference", "csv") or not args.only
+            return always or any(word in figure.name for word in args.only)
+
+        for figure in filter(wanted, figures(sensor.device_id, location.pk)):
             browser = anonymous if figure.kind == "reference" else grower
             repeat = args.csv_requests if figure.kind == "csv" else args.requests
             warmup = 1 if figure.kind == "csv" else args.warmup  # a download warms what it reads by itself
@@ -997,7 +998,7 @@ def run(args: argparse.Namespace) -> int:
                 figure.note = f"{len(answer['points'])} points from {answer['resolution']} rows"
             print(f"  {figure.name}: p50 {figure.p50:.1f} ms, p95 {figure.p95:.1f} ms", flush=True)
         during = Figure("dashboard during a 30-day CSV download", "/", "page")
-        if not args.only or any(word in during.name for word in args.only):
+        if wanted(during):
             csv_path = next(figure.path for figure in measured if figure.kind == "csv")
             measured.append(measure_during_download(grower, during, csv_path, args.requests, args.budget))
     finally:
