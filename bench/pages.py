@@ -69,6 +69,7 @@ from django.db import connection, transaction  # noqa: E402
 from bench.common import machine, result_line  # noqa: E402
 from control.models import Event, Output, Rule  # noqa: E402
 from harness.processes import LoggedProcess, tracebacks  # noqa: E402
+from sensors.layout import clean_indexes, order_closed_days  # noqa: E402
 from sensors.models import Location, Placement, Reading, Sensor  # noqa: E402
 
 METRICS = {  # centre, swing, minute noise
@@ -537,6 +538,16 @@ def add_minutes(sensors: list[SeedSensor], since: dict[int, datetime], line: Tim
     return rows
 
 
+def lay_out(line: Timeline) -> None:
+    """The closed days' hourly rows in sensor order, as the collector's hourly job leaves them (sensors.layout)."""
+    started = time.perf_counter()
+    days, rows = order_closed_days(line.now)
+    if days:
+        clean_indexes()
+        took = time.perf_counter() - started
+        print(f"  laid out {days} closed days ({rows:,} hourly rows) in {took:.0f} s", flush=True)
+
+
 def seed(count: int, line: Timeline) -> None:
     started = time.perf_counter()
     tune_for_seeding()
@@ -556,6 +567,7 @@ def seed(count: int, line: Timeline) -> None:
     with transaction.atomic():
         days = roll_up("sensors_hourlyreading", "sensors_dailyreading", "day", line.rollups_from, line.end)
     fill_current_readings(sensors)
+    lay_out(line)
     settle()
     hourly = scalar("SELECT COUNT(*) FROM sensors_hourlyreading")
     print(
@@ -598,6 +610,7 @@ def catch_up(line: Timeline) -> None:
         print(f"caught up from {first:%Y-%m-%d %H:%M}: {added:,} minute rows added, {expired:,} expired", flush=True)
     if first < line.end or not has_current_table() or not scalar(f"SELECT COUNT(*) FROM {CURRENT_TABLE}"):
         fill_current_readings(sensors)
+    lay_out(line)
     settle()
     print(f"reused database brought to now in {time.perf_counter() - started:.0f} s", flush=True)
 

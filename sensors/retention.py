@@ -1,5 +1,8 @@
 """Retention: minute rows older than MINUTE_RETENTION_DAYS are deleted; rollups are kept forever.
 
+The same hourly thread then lays out the hourly rows of the days that closed (sensors.layout),
+so a year's chart stays quick on PostgreSQL; it runs with the retention off too.
+
 Deleting minutes loses no history: the collector merged every sample into the
 hourly and daily rollups in the same transaction that wrote the minute (see
 storage.py), so charts and exports of old ranges read the rollups instead.
@@ -17,6 +20,7 @@ from datetime import datetime
 from django.db import DatabaseError, connections
 
 from .ingest.periodic import PeriodicThread
+from .layout import clean_indexes, order_closed_days
 from .models import Reading
 
 logger = logging.getLogger(__name__)
@@ -77,16 +81,29 @@ class RetentionThread:
             logger.info("retention: deleted %d minute rows older than %d days", deleted, self.keep_days)
         return deleted
 
+    def order_once(self) -> int:
+        """Lay out the closed days' hourly rows (sensors.layout) in the caller's thread; return the days done."""
+        try:
+            days, rows = order_closed_days(stopping=lambda: self._thread.stopping)
+            if days:
+                clean_indexes()
+        except DatabaseError as exc:
+            logger.warning("laying out closed days failed (%s); trying again in %gs", exc, self.interval)
+            return 0
+        if days:
+            logger.info("layout: %d closed days' hourly rows (%d rows) rewritten in sensor order", days, rows)
+        return days
+
     def _scheduled_purge(self) -> None:
-        """The thread's action: a purge, then this thread's connection closed until the next run."""
+        """The thread's action: a purge and the layout, then this thread's connection closed until the next run."""
         try:
             self.purge_once()
+            self.order_once()
         finally:
             connections.close_all()
 
     def start(self) -> None:
-        if self.keep_days > 0:
-            self._thread.start()
+        self._thread.start()
 
     def request_stop(self) -> None:
         self._thread.request_stop()
