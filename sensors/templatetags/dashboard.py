@@ -42,17 +42,27 @@ def _label(label: str) -> str:
     return f' data-label="{_e(label)}"'
 
 
-def _value(value: ShownValue) -> str:
-    # trend, arrow and age are this module's own words, received_at an ISO time: only the rest is escaped.
+def _value(value: ShownValue, stamp: str) -> str:
+    # trend and arrow are this module's own words, `stamp` the value's <time>: only the rest is escaped.
     trend = (
         f' <span class="trend {value.trend}" title="{_e(value.change_text)}">{value.arrow}</span>'
         if value.trend
         else ""
     )
-    return (
-        f"{_term(value.metric, value.label)}{_e(value.text)}"
-        f'{trend} <time class="age" datetime="{value.received_at.isoformat()}">{value.age}</time></dd>'
-    )
+    return f"{_term(value.metric, value.label)}{_e(value.text)}{trend} {stamp}</dd>"
+
+
+def _values(values: list[ShownValue]) -> str:
+    """A card's values; their <time> written once per moment (a card's values mostly share one)."""
+    stamps: dict[datetime, str] = {}
+    parts = []
+    for value in values:
+        stamp = stamps.get(value.received_at)
+        if stamp is None:
+            iso = value.received_at.isoformat()
+            stamp = stamps[value.received_at] = f'<time class="age" datetime="{iso}">{value.age}</time>'
+        parts.append(_value(value, stamp))
+    return "".join(parts)
 
 
 @lru_cache(maxsize=1024)
@@ -81,7 +91,12 @@ def _sensor_url(context: template.Context) -> str:
 
 
 @register.simple_tag(takes_context=True)
-def sensor_card(context: template.Context, card: SensorCard) -> SafeString:
+def sensor_cards(context: template.Context, group: LocationCard) -> SafeString:
+    """A location's cards, in one tag call (a call per card through the template engine cost ~15 us each)."""
+    return mark_safe("\n".join(sensor_card(context, card) for card in group.sensors))
+
+
+def sensor_card(context: template.Context, card: SensorCard) -> str:
     """One sensor's card: its name (a link to its page), online or since when not, its values."""
     if card.online:
         badge = '<span class="badge ok">online</span>'
@@ -89,10 +104,10 @@ def sensor_card(context: template.Context, card: SensorCard) -> SafeString:
         badge = f'<span class="badge stale">offline since {_offline_since(context, card.offline_since)}</span>'
     else:
         badge = '<span class="badge stale">never reported</span>'
-    values = "".join(_value(value) for value in card.values) or "<dt>no readings yet</dt>"
+    values = _values(card.values) or "<dt>no readings yet</dt>"
     state = "online" if card.online else "offline"
     link = _e(_sensor_url(context).replace(_MAC_SLOT, card.sensor.device_id))
-    return mark_safe(
+    return (
         f'<li class="sensor {state}"><a href="{link}">{_e(card.sensor.display_name)}</a> {badge}<dl>{values}</dl></li>'
     )
 
