@@ -179,7 +179,6 @@ def sensor_card(sensor: Sensor, currents: list[Current], before: dict, now: date
     card = SensorCard(sensor, sensor.is_online(now))
     calibrated: dict[str, float] = {}  # metric -> its current value, calibrated
     calibrated_before: dict[str, float] = {}  # metric -> its value TREND_SPAN before, calibrated
-    ages: dict[datetime, str] = {}  # the card's values mostly share one moment: its "12 s ago" said once
     for current in currents:
         info = metric(current.metric)
         calibrate = info.calibrator(sensor)  # the sensor's calibration fields read once per metric
@@ -196,7 +195,7 @@ def sensor_card(sensor: Sensor, currents: list[Current], before: dict, now: date
                 value,
                 info.unit_for(sensor),
                 current.received_at,
-                ages.get(current.received_at) or ages.setdefault(current.received_at, ago(now - current.received_at)),
+                ago(now - current.received_at),
                 change,
             )
         )
@@ -208,16 +207,7 @@ def sensor_card(sensor: Sensor, currents: list[Current], before: dict, now: date
         earlier_value = derived.of(calibrated_before)
         change = None if earlier_value is None else value - earlier_value
         card.values.append(
-            ShownValue(
-                derived.name,
-                derived.label,
-                value,
-                derived.unit,
-                newest,
-                ages.get(newest) or ago(now - newest),
-                change,
-                True,
-            )
+            ShownValue(derived.name, derived.label, value, derived.unit, newest, ago(now - newest), change, True)
         )
     return card
 
