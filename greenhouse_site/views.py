@@ -11,7 +11,6 @@ from django.shortcuts import render
 
 from control.models import Rule
 from greenhouse_site.access import read_only_page
-from sensors.models import Location
 from sensors.web.dashboard import location_cards
 
 
@@ -21,7 +20,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     template = "_dashboard_body.html" if request.GET.get("partial") else "dashboard.html"
     context = {
         "groups": location_cards(),
-        "locations": Location.objects.all(),
-        "rules": Rule.objects.filter(enabled=True).select_related("sensor", "location", "output"),
+        # The summary shows each rule's name, phase, last value and output: nothing of its sensor or place.
+        "rules": Rule.objects.filter(enabled=True).select_related("output"),
     }
     return render(request, template, context)

@@ -15,6 +15,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Protocol
 
 # Extra metrics get a wide bound so that sums of a minute's samples stay finite
@@ -211,9 +212,11 @@ class Derived:
 
     def of(self, values: dict[str, float]) -> float | None:
         """The derived value from `values` (metric -> calibrated value), or None if an input is missing."""
-        if not all(name in values for name in self.inputs):
+        try:
+            inputs = [values[name] for name in self.inputs]
+        except KeyError:
             return None
-        return self.compute(*(values[name] for name in self.inputs))
+        return self.compute(*inputs)
 
 
 DERIVED: dict[str, Derived] = {
@@ -225,9 +228,10 @@ DERIVED: dict[str, Derived] = {
 }
 
 
-def derived_for(metrics: set[str] | frozenset[str]) -> list[Derived]:
-    """The derived values a sensor with these metrics can show."""
-    return [derived for derived in DERIVED.values() if set(derived.inputs) <= metrics]
+@lru_cache(maxsize=256)
+def derived_for(metrics: frozenset[str]) -> tuple[Derived, ...]:
+    """The derived values a sensor with these metrics can show (asked once per card on the dashboard)."""
+    return tuple(derived for derived in DERIVED.values() if metrics.issuperset(derived.inputs))
 
 
 def metric(name: str) -> Metric:
