@@ -1010,6 +1010,8 @@ def run(args: argparse.Namespace) -> int:
                 answer = json.loads(browser.get(figure.path).body)
                 figure.note = f"{len(answer['points'])} points from {answer['resolution']} rows"
             print(f"  {figure.name}: p50 {figure.p50:.1f} ms, p95 {figure.p95:.1f} ms", flush=True)
+            if args.times:
+                print(f"    in order: {' '.join(f'{ms:.1f}' for ms in figure.times)}", flush=True)
         during = Figure("dashboard during a 30-day CSV download", "/", "page")
         if wanted(during):
             csv_path = next(figure.path for figure in measured if figure.kind == "csv")
@@ -1051,6 +1053,7 @@ def main() -> int:
         help="time only the figures whose name contains WORDS (repeatable; the login page and the CSV always run)",
     )
     parser.add_argument("--explain", action="store_true", help="print the queries of each failing figure")
+    parser.add_argument("--times", action="store_true", help="print each figure's timed requests in order")
     args = parser.parse_args()
     prepare(args.sensors, args.reuse)
     if args.seed_only:
