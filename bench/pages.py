@@ -62,6 +62,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 from django.db import connection, transaction  # noqa: E402
@@ -70,7 +71,7 @@ from bench.common import machine, result_line  # noqa: E402
 from control.models import Event, Output, Rule  # noqa: E402
 from harness.processes import LoggedProcess, tracebacks  # noqa: E402
 from sensors.layout import clean_indexes, order_closed_days  # noqa: E402
-from sensors.models import Location, Placement, Reading, Sensor  # noqa: E402
+from sensors.models import CurrentReading, Location, Placement, Reading, Sensor  # noqa: E402
 
 METRICS = {  # centre, swing, minute noise
     "air_temperature": (18.0, 8.0, 0.3),
@@ -752,6 +753,46 @@ def create_user() -> str:
     return password
 
 
+class Heartbeat(threading.Thread):
+    """The boards that report keep reporting while the pages are timed: every few seconds their
+    last_seen and their current rows' received_at move to now, the two columns the collector
+    keeps fresh. Without it the whole greenhouse went offline three minutes into a run
+    (SENSOR_OFFLINE_AFTER) and the later figures timed a different dashboard than the first."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        super().__init__(name="bench-heartbeat", daemon=True)
+        self.every = every
+        self.stopping = threading.Event()
+        self.ready = threading.Event()  # the first beat is done
+        self.error: BaseException | None = None
+        cutoff = datetime.now(UTC) - timedelta(seconds=settings.SENSOR_OFFLINE_AFTER)
+        self.reporting = list(Sensor.objects.filter(last_seen__gte=cutoff).values_list("pk", flat=True))
+
+    def beat(self) -> None:
+        now = datetime.now(UTC)
+        with transaction.atomic():
+            Sensor.objects.filter(pk__in=self.reporting).update(last_seen=now)
+            CurrentReading.objects.filter(sensor_id__in=self.reporting).update(received_at=now)
+
+    def run(self) -> None:
+        try:
+            self.beat()
+            self.ready.set()
+            while not self.stopping.wait(self.every):
+                self.beat()
+        except BaseException as error:  # handed to the main thread, which reports it
+            self.error = error
+        finally:
+            self.ready.set()
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join()
+        if self.error is not None:
+            raise SystemExit(f"heartbeat failed: {self.error!r}")
+
+
 # --- timing ---------------------------------------------------------------------------------
 def percentile(values: list[float], share: float) -> float:
     """Nearest rank: the smallest value with at least `share` of the values at or below it."""
@@ -984,6 +1025,8 @@ def run(args: argparse.Namespace) -> int:
     sensor = sample.order_by("device_id").first() or Sensor.objects.order_by("device_id").first()
     location = Location.objects.order_by("name").first()
     password = create_user()
+    heartbeat = Heartbeat()
+    print(f"heartbeat: {len(heartbeat.reporting)} reporting sensors kept online", flush=True)
     connection.close()  # gunicorn gets the database to itself (SQLite: no reader held open here)
     server = WebServer()
     print(f"code: {code_version()}; {datetime.now(UTC):%Y-%m-%d %H:%M} UTC", flush=True)
@@ -992,6 +1035,8 @@ def run(args: argparse.Namespace) -> int:
     measured: list[Figure] = []
     try:
         server.wait_ready()
+        heartbeat.start()
+        heartbeat.ready.wait(60)
         anonymous, grower = Browser(server.port), Browser(server.port)
         grower.log_in(USERNAME, password)
 
@@ -1017,6 +1062,8 @@ def run(args: argparse.Namespace) -> int:
             csv_path = next(figure.path for figure in measured if figure.kind == "csv")
             measured.append(measure_during_download(grower, during, csv_path, args.requests, args.budget))
     finally:
+        if heartbeat.is_alive():
+            heartbeat.stop()
         code = server.stop(30)
     reference_p95 = measured[0].p95
     print(f"\nmachine: {machine()}; load average {os.getloadavg()[0]:.2f} at the end", flush=True)
