@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from datetime import tzinfo
 
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
@@ -58,10 +59,17 @@ def _move_action(location: Location | None):
     return move, name, move.short_description
 
 
+class LocationFilter(admin.RelatedFieldListFilter):
+    """By location, its choices from the locations the page reads once for its move actions."""
+
+    def field_choices(self, field, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[int, str]]:
+        return [(location.pk, str(location)) for location in SensorAdmin.locations(request)]
+
+
 @admin.register(Sensor)
 class SensorAdmin(admin.ModelAdmin):
     list_display = ["display_name", "device_id", "location", "seen", "online", "latest_values"]
-    list_filter = ["source", "location"]
+    list_filter = ["source", ("location", LocationFilter)]
     list_select_related = ["location"]
     list_per_page = 100
     search_fields = ["device_id", "name"]
@@ -76,9 +84,10 @@ class SensorAdmin(admin.ModelAdmin):
         ("Seen", {"fields": ["first_seen", "last_seen", "last_peer", "offline_since"]}),
     ]
 
-    def action_checkbox(self, sensor: Sensor) -> SafeString:
-        """Django's own checkbox, written out: rendering its widget template 100 times was a third of this page."""
-        label = format_html(gettext("Select this object for an action - {}"), str(sensor))
+    def action_checkbox(self, sensor: Sensor, label: str | None = None) -> SafeString:
+        """Django's own checkbox, written out: rendering its widget template 100 times was a third of this page.
+        `label`: its translated label, when the caller looked it up once for the page."""
+        label = format_html(label or gettext("Select this object for an action - {}"), str(sensor))
         return format_html(
             '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
             helpers.ACTION_CHECKBOX_NAME,
@@ -87,13 +96,14 @@ class SensorAdmin(admin.ModelAdmin):
         )
 
     @admin.display(description="last seen", ordering="last_seen")
-    def seen(self, sensor: Sensor) -> SafeString | None:
-        """In the pages' time zone, to the second, by strftime: Django's localized format cost 10 % of this page."""
+    def seen(self, sensor: Sensor, zone: tzinfo | None = None) -> SafeString | None:
+        """In the pages' time zone (`zone`, when the caller looked it up once for the page), to the second,
+        by strftime: Django's localized format cost 10 % of this page."""
         if sensor.last_seen is None:
             return None
         # One line, as the admin keeps its own date columns (its "nowrap" class).
         return format_html(
-            '<span class="nowrap">{}</span>', timezone.localtime(sensor.last_seen).strftime("%Y-%m-%d %H:%M:%S")
+            '<span class="nowrap">{}</span>', timezone.localtime(sensor.last_seen, zone).strftime("%Y-%m-%d %H:%M:%S")
         )
 
     @admin.display(description="online")
@@ -139,11 +149,13 @@ class SensorAdmin(admin.ModelAdmin):
             {"preserved_filters": cl.preserved_filters, "opts": cl.opts}, cl.url_for_result(slot)
         )
         checkbox = "action_checkbox" in cl.list_display
+        label = gettext("Select this object for an action - {}")  # looked up once, not once a row
+        zone = timezone.get_current_timezone()
         rows = []
         for sensor in cl.result_list:
             url = conditional_escape(link.replace(self._PK_SLOT, quote(str(sensor.pk)), 1))
-            cells = [f'<td class="action-checkbox">{self.action_checkbox(sensor)}</td>'] if checkbox else []
-            seen, values = self.seen(sensor), self.latest_values(sensor)
+            cells = [f'<td class="action-checkbox">{self.action_checkbox(sensor, label)}</td>'] if checkbox else []
+            seen, values = self.seen(sensor, zone), self.latest_values(sensor)
             place = conditional_escape(sensor.location) if sensor.location else empty
             cells += [
                 f'<th class="field-display_name"><a href="{url}">{conditional_escape(sensor.display_name)}</a></th>',
@@ -160,10 +172,19 @@ class SensorAdmin(admin.ModelAdmin):
         actions = super().get_actions(request)
         if not self.has_change_permission(request):  # moving a sensor changes it: view-only staff may not
             return actions
-        for location in [*Location.objects.all(), None]:
+        for location in [*self.locations(request), None]:
             function, name, description = _move_action(location)
             actions[name] = (function, name, description)
         return actions
+
+    @staticmethod
+    def locations(request: HttpRequest) -> list[Location]:
+        """Every location (to move sensors to, to filter by), read once per request: the change list asks
+        for its actions three times a page and its filter once, and each read them again."""
+        found = getattr(request, "_sensor_admin_locations", None)
+        if found is None:
+            found = request._sensor_admin_locations = list(Location.objects.all())
+        return found
 
     def save_model(self, request: HttpRequest, obj: Sensor, form, change: bool) -> None:
         """Changing the location is a move: it closes the old placement and opens a new one."""
