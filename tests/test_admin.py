@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.contrib.admin.templatetags.admin_list import items_for_result
 from django.db import connections
 from django.test import Client, RequestFactory
+from django.test.utils import CaptureQueriesContext
 from django.urls import resolve
 from django.utils import timezone
 
@@ -69,6 +70,16 @@ def test_each_row_has_the_checkbox_djangos_own_widget_draws(admin_client, sensor
     page = admin_client.get("/admin/sensors/sensor/").content.decode()
     assert admin.ModelAdmin.action_checkbox(model_admin, sensor) in page
     assert "<b>" not in page.split('id="result_list"')[1]  # the name is escaped wherever it is shown
+
+
+def test_the_sensor_list_reads_the_locations_once_for_its_filter_and_its_move_actions(admin_client, sensor):
+    for name in ("Bench 1", "Bench 2"):
+        Location.objects.create(name=name)
+    with CaptureQueriesContext(connections["default"]) as queries:
+        page = admin_client.get("/admin/sensors/sensor/").content.decode()
+    assert "Move selected sensors to Bench 2" in page and "?location__id__exact=" in page
+    reads = [query["sql"] for query in queries.captured_queries if 'FROM "sensors_location"' in query["sql"]]
+    assert len(reads) == 1, reads
 
 
 def _rows_both_ways(admin_user, query: str = "") -> tuple[list[str], list[str]]:

@@ -184,6 +184,42 @@ def test_the_dashboard_and_the_sensor_list_cost_the_same_after_a_day_or_ten(admi
     assert ten_days["steps"] <= one_day["steps"] * 1.2 + 50, (one_day, ten_days)
 
 
+def _placed_greenhouse(sensors: int, locations: int) -> None:
+    """`sensors` reporting sensors (a soil probe calibrated) spread over `locations` places, a minute each."""
+    now = timezone.now()
+    places = [Location.objects.create(name=f"Bench {index}") for index in range(locations)]
+    for index in range(sensors):
+        sensor = Sensor.objects.create(
+            device_id=f"5c:cf:7f:00:02:{index:02x}",
+            name=f"Probe {index}",
+            last_seen=now,
+            first_seen=now,
+            location=places[index % locations],
+            soil_dry_raw=820.0,
+            soil_wet_raw=380.0,
+        )
+        for metric, value in (("air_temperature", 21.0), ("humidity", 60.0), ("soil_moisture", 600.0)):
+            store_minutes(minutes(sensor, metric, lambda age, value=value: value, range(61), now))
+
+
+@pytest.mark.parametrize("url", ["/", "/?partial=1", "/admin/sensors/sensor/"])
+def test_the_dashboard_and_the_sensor_list_read_as_many_queries_for_40_sensors_as_for_2(admin_client, url):
+    """No query per sensor or per place: the dashboard reads the sensors without their unshown fields and
+    the places on their own, and a card that touched a left-out field or a sensor's place would cost
+    a query each."""
+    _placed_greenhouse(2, 1)
+    admin_client.get(url)  # warm up (sessions, content types)
+    with CaptureQueriesContext(connection) as few:
+        assert admin_client.get(url).status_code == 200
+    Sensor.objects.all().delete()
+    Location.objects.all().delete()
+    _placed_greenhouse(40, 8)
+    with CaptureQueriesContext(connection) as many:
+        page = admin_client.get(url).content.decode()
+    assert page.count("Probe 39") >= 1 and page.count("Bench 7") >= 1
+    assert len(many.captured_queries) == len(few.captured_queries), [q["sql"][:120] for q in many.captured_queries]
+
+
 # --- in a real browser, at desktop and phone width --------------------------------------------
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(("width", "name"), [(1280, "desktop"), (390, "phone")])
