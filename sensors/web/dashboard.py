@@ -218,7 +218,7 @@ def sensor_card(sensor: Sensor, currents: list[Current], before: dict, now: date
 def location_cards(now: datetime | None = None) -> list[LocationCard]:
     """Every location with its sensors' cards, sensors without a location last ("Not placed")."""
     now = now or timezone.now()
-    sensors = Sensor.objects.defer(*NOT_SHOWN).order_by("location__name", "name", "device_id")
+    sensors = Sensor.objects.defer(*NOT_SHOWN).order_by("name", "device_id")  # grouped by location below
     currents: dict[int, list[Current]] = {}
     everything = _currents()
     for current in everything:
