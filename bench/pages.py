@@ -1086,6 +1086,8 @@ def run(args: argparse.Namespace) -> int:
         if wanted(during):
             csv_path = next(figure.path for figure in measured if figure.kind == "csv")
             measured.append(measure_during_download(grower, during, csv_path, args.requests, args.budget))
+            if args.times:
+                print(f"  {during.name}, in order: {' '.join(f'{ms:.1f}' for ms in during.times)}", flush=True)
     finally:
         if heartbeat.is_alive():
             heartbeat.stop()
