@@ -85,29 +85,26 @@ def _offline_since(context: template.Context, moment: datetime) -> str:
     return _since(moment.replace(second=0, microsecond=0), *cache["shown_in"])
 
 
+# What stands in a URL's argument while it is reversed once a render (no real device id or location id).
 _MAC_SLOT = "00:00:00:00:00:00"
+_PK_SLOT = "918273645"
 
 
-def _sensor_url(context: template.Context) -> str:
-    """The sensor page's URL with a device id to replace: reversed once a render, not once a card."""
+def _url(context: template.Context, name: str, slot: str, value: object) -> str:
+    """`name`'s URL for `value`: reversed once a render with `slot` in its place, not once a card or a location."""
     cache = context.render_context
-    if "sensor_url" not in cache:
-        cache["sensor_url"] = reverse("sensor", args=[_MAC_SLOT])
-    return cache["sensor_url"]
-
-
-_PK_SLOT = 918273645  # a location id no greenhouse reaches, replaced by each location's own
+    key = f"url:{name}"
+    if key not in cache:
+        cache[key] = reverse(name, args=[slot])
+    return cache[key].replace(slot, str(value), 1)
 
 
 @register.simple_tag(takes_context=True)
 def location_name(context: template.Context, group: LocationCard) -> SafeString:
-    """A location's name, a link to its page (reversed once a render, not once a location)."""
+    """A location's name, a link to its page."""
     if group.location is None:
         return mark_safe(_e(group.name))
-    cache = context.render_context
-    if "location_url" not in cache:
-        cache["location_url"] = reverse("location", args=[_PK_SLOT])
-    link = cache["location_url"].replace(str(_PK_SLOT), str(group.location.pk))
+    link = _url(context, "location", _PK_SLOT, group.location.pk)
     return mark_safe(f'<a href="{_e(link)}">{_e(group.name)}</a>')
 
 
@@ -127,7 +124,7 @@ def sensor_card(context: template.Context, card: SensorCard) -> str:
         badge = '<span class="badge stale">never reported</span>'
     values = _values(card.values) or "<dt>no readings yet</dt>"
     state = "online" if card.online else "offline"
-    link = _e(_sensor_url(context).replace(_MAC_SLOT, card.sensor.device_id))
+    link = _e(_url(context, "sensor", _MAC_SLOT, card.sensor.device_id))
     return (
         f'<li class="sensor {state}"><a href="{link}">{_e(card.sensor.display_name)}</a> {badge}<dl>{values}</dl></li>'
     )
