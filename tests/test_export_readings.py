@@ -12,7 +12,7 @@ from django.core.management import CommandError, call_command
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sensors.export import COLUMNS, csv_pieces, format_time, write_csv
+from sensors.export import COLUMNS, csv_pieces, format_epoch, format_time, write_csv
 from sensors.models import Location, Reading, Sensor
 from tests.seed import store_minutes
 
@@ -158,3 +158,10 @@ def test_times_are_written_as_iso_8601_utc_with_a_z_to_the_second(moment):
     """format_time is written field by field for speed; it must say what strftime says, in any zone (years
     from 1000: glibc does not pad earlier ones, which ISO 8601 wants)."""
     assert format_time(moment) == moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@given(st.datetimes(min_value=datetime(1000, 1, 2), max_value=datetime(9999, 12, 30), timezones=st.just(UTC)))
+def test_an_epoch_second_is_written_as_its_datetime_is(moment):
+    """The exports read each minute's start as epoch seconds; its text must be format_time's of that moment."""
+    seconds = int(moment.replace(microsecond=0).timestamp())
+    assert format_epoch(seconds) == format_time(moment)

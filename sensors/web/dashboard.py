@@ -13,9 +13,9 @@ from functools import cached_property
 
 from django.utils import timezone
 
+from sensors.expressions import EpochStep
 from sensors.metrics import derived_for, metric
 from sensors.models import CurrentReading, Location, Reading, Sensor
-from sensors.web.history import EpochStep
 
 TREND_SPAN = timedelta(hours=1)
 SPAN_SECONDS = int(TREND_SPAN.total_seconds())

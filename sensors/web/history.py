@@ -16,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from django.db.models import FloatField, IntegerField, Max, Min, Sum
-from django.db.models.expressions import Func
+from django.db.models import FloatField, Max, Min, Sum
 
+from sensors.expressions import EpochStep
 from sensors.metrics import DERIVED, Derived, calibrated_band
 from sensors.models import RESOLUTIONS, HourlyReading, Location, Reading, ReadingFields, ReadingQuerySet, Sensor
 
@@ -26,35 +26,6 @@ SAMPLE_PERIOD_SECONDS = 2  # the firmware sends one line every 2 s
 DEFAULT_MAX_POINTS = 1000
 MAX_POINTS_LIMIT = 5000
 NICE_STEPS_MINUTES = [1, 2, 5, 10, 15, 30, 60, 120, 180, 360, 720, 1440, 2880, 10080]
-
-
-class EpochStep(Func):
-    """The start of the `step`-second interval a datetime column falls in, as epoch seconds."""
-
-    output_field = IntegerField()
-
-    def __init__(self, expression, step: int) -> None:
-        super().__init__(expression)
-        self.step = int(step)
-
-    @property
-    def convert_value(self):
-        """No converter: both databases return an integer already (a bigint cast, SQLite's integer
-        division), and Django's int() per value otherwise ran over every row of every chart and of
-        the dashboard's 1,800 current and hour-old values."""
-        return self._convert_value_noop
-
-    def as_sqlite(self, compiler, connection, **extra):
-        sql, params = compiler.compile(self.source_expressions[0])
-        # unixepoch() (SQLite 3.38+) is several times cheaper than strftime('%s'): on a 7-day chart
-        # of 10,000 minutes the strftime calls were most of the query. Both truncate to whole seconds.
-        if connection.Database.sqlite_version_info >= (3, 38):
-            return f"((unixepoch({sql}) / {self.step}) * {self.step})", params
-        return f"((CAST(strftime('%%s', {sql}) AS INTEGER) / {self.step}) * {self.step})", params
-
-    def as_postgresql(self, compiler, connection, **extra):
-        sql, params = compiler.compile(self.source_expressions[0])
-        return f"(FLOOR(EXTRACT(EPOCH FROM {sql}) / {self.step}) * {self.step})::bigint", params
 
 
 @dataclass(frozen=True)
