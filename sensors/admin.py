@@ -113,18 +113,25 @@ class SensorAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Sensor]:
         """The current values of the page's sensors in one query (one row per sensor and metric)."""
         # Only what the column shows: each timestamp left out is one conversion fewer (600 on a page).
+        # As a plain list on each sensor (to_attr): a related manager's queryset per sensor, which Django
+        # builds for a prefetch without it, was a query clone per row (100 a page, ~10 % of the page).
         current = Prefetch(
             "current_readings",
             queryset=CurrentReading.objects.only("sensor", "metric", "samples", "value_sum").order_by("metric"),
+            to_attr=self.CURRENT,
         )
         return super().get_queryset(request).prefetch_related(current)
+
+    CURRENT = "current_list"  # where get_queryset puts each sensor's current values
 
     @admin.display(description="latest values")
     def latest_values(self, sensor: Sensor) -> str:
         """Plain text, escaped once by the admin (format_html_join per value cost twice as much)."""
+        current = getattr(sensor, self.CURRENT, None)
+        if current is None:  # a sensor not read through get_queryset
+            current = sensor.current_readings.order_by("metric")
         return ", ".join(
-            f"{shown['label']} {shown['value']:.1f} {shown['unit']}"
-            for shown in map(sensor.shown_value, sensor.current_readings.all())
+            f"{shown['label']} {shown['value']:.1f} {shown['unit']}" for shown in map(sensor.shown_value, current)
         )
 
     # The columns `result_rows` writes out, in this order (Django adds action_checkbox when there are actions).
