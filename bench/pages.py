@@ -32,7 +32,6 @@ its SQL queries, the slowest with its query plan.
 from __future__ import annotations
 
 import argparse
-import configparser
 import http.client
 import json
 import math
@@ -40,8 +39,6 @@ import os
 import random
 import re
 import secrets
-import shlex
-import socket
 import sys
 import threading
 import time
@@ -70,7 +67,7 @@ from django.db import connection, transaction  # noqa: E402
 
 from bench.common import machine, result_line  # noqa: E402
 from control.models import Event, Output, Rule  # noqa: E402
-from harness.processes import LoggedProcess, tracebacks  # noqa: E402
+from harness.processes import LoggedProcess, free_port, tracebacks, web_argv  # noqa: E402
 from sensors.layout import clean_indexes, order_closed_days  # noqa: E402
 from sensors.models import CurrentReading, Location, Placement, Reading, Sensor  # noqa: E402
 
@@ -696,28 +693,6 @@ class Browser:
 
 
 # --- gunicorn, as deploy/supervisord.conf runs it -------------------------------------------
-def production_argv(port: int) -> list[str]:
-    """[program:web]'s command line from deploy/supervisord.conf, bound to 127.0.0.1:port instead."""
-    config = configparser.RawConfigParser()
-    config.read(ROOT / "deploy" / "supervisord.conf")
-    command = config.get("program:web", "command").replace("%(here)s", str(ROOT / "deploy"))
-    argv, skip = [], False
-    for word in shlex.split(command):
-        if skip:
-            skip = False
-        elif word in ("--bind", "-b"):
-            skip = True
-        elif not word.startswith("--bind="):
-            argv.append(word)
-    return [*argv, "--bind", f"127.0.0.1:{port}"]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 class WebServer(LoggedProcess):
     def __init__(self) -> None:
         self.port = free_port()
@@ -729,7 +704,7 @@ class WebServer(LoggedProcess):
             "PUBLIC_READ_ONLY": "false",
             "DATABASE_URL": os.environ["DATABASE_URL"],
         }
-        super().__init__(production_argv(self.port), env)
+        super().__init__(web_argv(self.port), env)
 
     def wait_ready(self, seconds: float = 60.0) -> None:
         deadline = time.monotonic() + seconds

@@ -7,8 +7,11 @@ after a process ended: a stop or a crash that printed a traceback fails the test
 
 from __future__ import annotations
 
+import configparser
 import re
+import shlex
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SUPERVISORD_CONF = ROOT / "deploy" / "supervisord.conf"
 LISTENING_RE = re.compile(r"collector listening on (\S+):(\d+)")
 TRACEBACK = "Traceback (most recent call last)"
 
@@ -113,3 +117,27 @@ class CollectorProcess(ManageProcess):
 
     def on_output_end(self) -> None:
         self._ready.set()
+
+
+def free_port() -> int:
+    """A port of 127.0.0.1 free right now (for a program that takes its port on the command line)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def web_argv(port: int) -> list[str]:
+    """[program:web]'s command line from deploy/supervisord.conf, bound to 127.0.0.1:`port` instead:
+    what the benchmark times and the web-server tests attack is the shipped configuration."""
+    config = configparser.RawConfigParser()
+    config.read(SUPERVISORD_CONF)
+    command = config.get("program:web", "command").replace("%(here)s", str(SUPERVISORD_CONF.parent))
+    argv, skip = [], False
+    for word in shlex.split(command):
+        if skip:
+            skip = False
+        elif word in ("--bind", "-b"):
+            skip = True
+        elif not word.startswith("--bind="):
+            argv.append(word)
+    return [*argv, "--bind", f"127.0.0.1:{port}"]

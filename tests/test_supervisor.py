@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.processes import ROOT, LoggedProcess
+from harness.processes import ROOT, LoggedProcess, free_port
 from sensors.models import Reading
 from tests.conftest import manage_env
 
@@ -18,12 +18,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 BIN = Path(sys.executable).parent
 CONF = ROOT / "deploy" / "supervisord.conf"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def ctl(*args: str) -> str:

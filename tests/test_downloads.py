@@ -1,0 +1,98 @@
+"""sensors/web/downloads.py: a streamed download waits while its process builds a page, never for long."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.conf import settings
+from django.http import HttpResponse
+from django.test import RequestFactory
+
+from sensors.models import Sensor
+from sensors.web.downloads import PAGES, PagesFirstMiddleware, PagesInFlight, giving_way
+from tests.seed import one_sample, store_minutes
+
+
+def test_a_download_makes_no_piece_while_a_page_is_being_built_and_goes_on_when_it_is_done():
+    pages = PagesInFlight()
+    made: list[str] = []
+
+    def pieces():
+        for name in ("header", "rows 1-500", "rows 501-1000"):
+            made.append(name)
+            yield name
+
+    download = giving_way(pieces(), pages, max_wait=30)
+    assert next(download) == "header"  # the first byte never waits
+    pages.enter()
+    second = threading.Thread(target=lambda: next(download))
+    second.start()
+    second.join(0.3)
+    assert second.is_alive() and made == ["header"]  # waiting, the next rows not even read
+    pages.leave()
+    second.join(5)
+    assert made == ["header", "rows 1-500"]
+    assert list(download) == ["rows 501-1000"]
+
+
+def test_pages_arriving_back_to_back_slow_a_download_but_never_stop_it():
+    pages = PagesInFlight()
+    pages.enter()  # a page that never ends
+    assert list(giving_way(iter(["header", "a", "b"]), pages, max_wait=0.01)) == ["header", "a", "b"]
+
+
+def test_two_pages_at_once_both_count():
+    pages = PagesInFlight()
+    pages.enter()
+    pages.enter()
+    pages.leave()
+    assert not pages.wait_for_none(0)
+    pages.leave()
+    assert pages.wait_for_none(0) and pages.count == 0
+
+
+def test_the_middleware_counts_a_request_while_its_view_builds_the_response_even_one_that_fails():
+    seen = []
+
+    def view(request):
+        seen.append(PAGES.count)
+        if request.GET.get("fail"):
+            raise RuntimeError("the view failed")
+        return HttpResponse("ok")
+
+    middleware = PagesFirstMiddleware(view)
+    assert middleware(RequestFactory().get("/")).content == b"ok"
+    with pytest.raises(RuntimeError):
+        middleware(RequestFactory().get("/?fail=1"))
+    assert seen == [1, 1] and PAGES.count == 0
+
+
+def test_the_middleware_is_the_outermost_so_it_counts_every_middleware_s_work_too():
+    assert settings.MIDDLEWARE[0] == "sensors.web.downloads.PagesFirstMiddleware"
+
+
+@pytest.mark.django_db
+def test_the_csv_download_waits_for_a_page_of_its_process_and_never_for_itself(admin_client):
+    """The CSV's rows are made while its response is sent, when the middleware has let go of it: a download
+    never waits for itself (nor for another download), only for a page being built."""
+    sensor = Sensor.objects.create(device_id="5c:cf:7f:0a:1b:2c")
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(minutes=30)
+    store_minutes(one_sample(sensor, "humidity", start + timedelta(minutes=n), 50.0) for n in range(20))
+    response = admin_client.get("/sensors/5c:cf:7f:0a:1b:2c/readings.csv?range=1h")
+    assert response.streaming and PAGES.count == 0
+    pieces = iter(response.streaming_content)
+    assert next(pieces).startswith(b"sensor,")
+    PAGES.enter()  # a page being built in another thread of this process, done 0.3 s later
+    page_done = threading.Timer(0.3, PAGES.leave)
+    started = time.monotonic()
+    page_done.start()
+    try:
+        rest = b"".join(pieces)
+        waited = time.monotonic() - started
+    finally:
+        page_done.join()
+    assert waited >= 0.3  # the rows waited for the page
+    assert rest.count(b"\n") == 20
