@@ -863,14 +863,23 @@ def measure(
     return figure
 
 
-def worker_count(argv: list[str]) -> int:
-    """gunicorn's --workers in `argv` (1 when not given)."""
+def _option(argv: list[str], names: tuple[str, ...], default: int) -> int:
+    """An integer option of gunicorn's command line (`--name N` or `--name=N`; the last one wins)."""
+    found = default
     for index, word in enumerate(argv):
-        if word in ("--workers", "-w") and index + 1 < len(argv):
-            return int(argv[index + 1])
-        if word.startswith("--workers="):
-            return int(word.split("=", 1)[1])
-    return 1
+        if word in names and index + 1 < len(argv):
+            found = int(argv[index + 1])
+        elif word.startswith(names[0] + "="):
+            found = int(word.split("=", 1)[1])
+    return found
+
+
+def worker_count(argv: list[str]) -> int:
+    """How many requests at once reach every worker process: --workers x the connections each takes on
+    (--threads, capped by --worker-connections). Fewer at once can all land in one or two processes."""
+    workers = _option(argv, ("--workers", "-w"), 1)
+    threads = _option(argv, ("--threads",), 1)
+    return workers * min(threads, _option(argv, ("--worker-connections",), threads))
 
 
 def warm_every_worker(browser: Browser, path: str, workers: int, rounds: int = 3) -> None:
