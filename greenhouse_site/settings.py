@@ -111,6 +111,7 @@ CONTENT_SECURITY_POLICY = {
 }
 # Permissions-Policy (django-permissions-policy): no page here needs a camera, a microphone, the
 # location or any other powerful feature, so none may be used (not even by an injected script).
+# Only features Chromium knows: an unknown one ('bluetooth') is a console warning on every page.
 PERMISSIONS_POLICY = {
     feature: []
     for feature in (
@@ -123,7 +124,6 @@ PERMISSIONS_POLICY = {
         "payment",
         "usb",
         "serial",
-        "bluetooth",
         "display-capture",
         "fullscreen",
     )
