@@ -5,18 +5,22 @@ thread of its process busy for about a second of CPU, and a page that lands in t
 shares that process's one interpreter lock with it (it took two to four times as long). So the
 process counts the pages it is building (`PagesFirstMiddleware`), and a streamed download waits
 between two pieces while that count is above zero: the page runs as if alone, the download
-resumes the moment it is done. A wait is bounded (`MAX_WAIT`), so pages arriving back to back
-slow a download down but never stop it.
+resumes the moment it is done. Only GET and HEAD requests count: their view starts once their
+headers are in, while a POST's view reads a body a slow client can take its time to send. A
+download never spends more than half its time waiting (`WAITING_SHARE`), so pages arriving back
+to back slow it down at most twofold and never stop it.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 
 from django.http import HttpRequest, HttpResponse
 
-MAX_WAIT = 1.0  # seconds a download waits for the pages in flight before it sends its next piece
+WAITING_SHARE = 0.5  # of a download's time at most spent waiting for pages
+COUNTED_METHODS = frozenset({"GET", "HEAD"})
 
 
 class PagesInFlight:
@@ -53,12 +57,14 @@ PAGES = PagesInFlight()
 
 
 class PagesFirstMiddleware:
-    """Counts each request in `PAGES` while its view builds the response (a streamed body is made later)."""
+    """Counts each GET or HEAD request in `PAGES` while its view builds the response (a streamed body is made later)."""
 
     def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method not in COUNTED_METHODS:
+            return self.get_response(request)
         PAGES.enter()
         try:
             return self.get_response(request)
@@ -66,8 +72,21 @@ class PagesFirstMiddleware:
             PAGES.leave()
 
 
-def giving_way(pieces: Iterable[str], pages: PagesInFlight = PAGES, max_wait: float = MAX_WAIT) -> Iterator[str]:
-    """`pieces`, each made only once no page is being built in this process (or `max_wait` passed)."""
+def giving_way(
+    pieces: Iterable[str],
+    pages: PagesInFlight = PAGES,
+    share: float = WAITING_SHARE,
+    clock: Callable[[], float] = time.monotonic,
+) -> Iterator[str]:
+    """`pieces`, each made once no page is being built in this process, or once waiting longer would
+    make the time spent waiting more than `share` of the time since the first piece."""
+    started = clock()
+    waited = 0.0
     for piece in pieces:
         yield piece
-        pages.wait_for_none(max_wait)
+        before = clock()
+        # The longest wait after which waited time is still at most `share` of the elapsed time.
+        budget = (share * (before - started) - waited) / (1 - share)
+        if budget > 0 and pages.count:
+            pages.wait_for_none(budget)
+            waited += clock() - before
