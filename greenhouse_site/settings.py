@@ -40,6 +40,9 @@ def _typed(kind: str, name: str, default):
 
 
 DEBUG = _typed("bool", "DEBUG", False)
+# Seconds a web client may take to read a piece of an answer or to send its body (0: no limit);
+# gunicorn's threads are the web UI's capacity (greenhouse_site/slow_clients.py).
+WEB_CLIENT_TIMEOUT = _typed("float", "WEB_CLIENT_TIMEOUT", 60.0)
 # SECRET_KEY signs sessions and messages: a known key lets anyone forge them. With DEBUG off (the
 # default) it must be set, and not to the published development key; `make run` writes a random
 # one to .env. Only DEBUG=true falls back to the development key.
@@ -78,7 +81,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Outermost: a streamed download waits while this process builds a page (sensors/web/downloads.py).
+    # A client that stops reading an answer holds a web thread WEB_CLIENT_TIMEOUT seconds at most.
+    "greenhouse_site.slow_clients.ClientTimeoutMiddleware",
+    # A streamed download waits while this process builds a page (sensors/web/downloads.py).
     "sensors.web.downloads.PagesFirstMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",

@@ -1,6 +1,7 @@
 """WSGI entry point for the web UI (served by a WSGI server in production)."""
 
 import gc
+import logging
 import os
 
 from django.core.signals import request_finished
@@ -9,6 +10,11 @@ from django.core.wsgi import get_wsgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "greenhouse_site.settings")
 
 application = get_wsgi_application()
+
+from greenhouse_site.slow_clients import QuietClientTimeouts  # noqa: E402  (after the settings are set up)
+
+# gunicorn's own error log: a client that timed out is one warning line, not a traceback.
+logging.getLogger("gunicorn.error").addFilter(QuietClientTimeouts())
 
 # A page allocates tens of thousands of short-lived objects (the 100-row admin sensor list about
 # 100,000). With Python's default thresholds the collector's full passes kept walking everything
@@ -28,7 +34,8 @@ def collect_the_pages_garbage(**kwargs: object) -> None:
     reference cycle that only the cycle collector frees. Left to the thresholds, that garbage piled
     up over requests and was collected in the middle of later ones: the admin list paid a 40-100 ms
     pass every ~60 requests (docs/benchmarks.md, "Runs of 2026-12-06"). Collected here it costs
-    ~0.5 ms per page, after the client has its answer.
+    ~0.5 ms per page, after the client has its answer (with a worker's threads, another page being
+    built in the same process pauses that long meanwhile).
     """
     gc.collect(1)
 

@@ -113,6 +113,19 @@ def _mqtt_errors() -> list[Error]:
 
 
 @register()
+def web_settings_check(app_configs, **kwargs) -> list[Error]:
+    if settings.WEB_CLIENT_TIMEOUT < 0:
+        return [
+            Error(
+                f"WEB_CLIENT_TIMEOUT={settings.WEB_CLIENT_TIMEOUT} must be 0 (no limit) "
+                "or a positive number of seconds.",
+                id="sensors.E026",
+            )
+        ]
+    return []
+
+
+@register()
 def database_vendor_check(app_configs, **kwargs) -> list[Error]:
     vendor = connections["default"].vendor
     if vendor not in SUPPORTED_VENDORS:

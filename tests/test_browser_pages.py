@@ -283,7 +283,8 @@ def test_a_slow_answer_for_an_earlier_range_never_replaces_the_chart_of_a_later_
 
 
 # --- 4. the favicon -----------------------------------------------------------------------
-def test_every_page_has_a_favicon_and_no_failed_request_console_error_or_warning(browser, live_server, greenhouse, admin_user):  # noqa: F811
+def test_every_page_has_a_favicon_and_a_quiet_console(browser, live_server, greenhouse, admin_user):  # noqa: F811
+    """No failed request, no console error and no console warning on any page."""
     page = logged_in(browser, live_server, DESKTOP, "admin", "password")
     failures, errors = [], []
     page.on("response", lambda response: response.status >= 400 and failures.append((response.status, response.url)))

@@ -34,6 +34,7 @@ def test_malformed_value_names_the_variable(variable, value):
         ("COLLECTOR_PORT", "70000", "COLLECTOR_PORT=70000 is not a TCP port"),
         ("COLLECTOR_FLUSH_INTERVAL", "0", "COLLECTOR_FLUSH_INTERVAL must be a positive number"),
         ("COLLECTOR_MAX_CONNECTIONS", "0", "COLLECTOR_MAX_CONNECTIONS must be at least 1"),
+        ("WEB_CLIENT_TIMEOUT", "-1", "WEB_CLIENT_TIMEOUT=-1.0 must be 0 (no limit) or a positive number"),
     ],
 )
 def test_out_of_range_value_is_a_system_check_error(variable, value, message):
