@@ -12,12 +12,19 @@ one warning line, since a client that went away is not a fault of the server.
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
 from collections.abc import Callable
+from pathlib import Path
 
+import gunicorn
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 GUNICORN_SOCKET_ERROR = "Socket error processing request."
+# Where a client's timeout is raised: gunicorn writing the answer, or the socket and ssl modules.
+_SOCKET_CODE = (str(Path(socket.__file__)), str(Path(ssl.__file__)))
+_GUNICORN = Path(gunicorn.__file__).parent
 
 
 class ClientTimeoutMiddleware:
@@ -38,9 +45,24 @@ class QuietClientTimeouts(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        if record.msg == GUNICORN_SOCKET_ERROR and isinstance(error, TimeoutError):
+        if record.msg == GUNICORN_SOCKET_ERROR and self.is_client_timeout(error):
             record.msg = "closed a connection whose client read or sent nothing for %s s (WEB_CLIENT_TIMEOUT)"
             record.args = (settings.WEB_CLIENT_TIMEOUT,)
             record.exc_info, record.exc_text = None, None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+    @staticmethod
+    def is_client_timeout(error: BaseException | None) -> bool:
+        """A TimeoutError raised by a socket operation of gunicorn's or of the socket/ssl modules, with
+        WEB_CLIENT_TIMEOUT set: a TimeoutError from the application's own code (a streamed body, a
+        response's close) is a real error and keeps its traceback."""
+        if not isinstance(error, TimeoutError) or settings.WEB_CLIENT_TIMEOUT <= 0:
+            return False
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        if frame is None:
+            return False
+        where = frame.tb_frame.f_code.co_filename
+        return where in _SOCKET_CODE or Path(where).is_relative_to(_GUNICORN)

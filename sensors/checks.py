@@ -114,11 +114,11 @@ def _mqtt_errors() -> list[Error]:
 
 @register()
 def web_settings_check(app_configs, **kwargs) -> list[Error]:
-    if settings.WEB_CLIENT_TIMEOUT < 0:
+    if not 0 <= settings.WEB_CLIENT_TIMEOUT <= 86_400:  # a socket refuses a timeout of ~1e10 s: every page a 500
         return [
             Error(
                 f"WEB_CLIENT_TIMEOUT={settings.WEB_CLIENT_TIMEOUT} must be 0 (no limit) "
-                "or a positive number of seconds.",
+                "or a number of seconds up to 86400.",
                 id="sensors.E026",
             )
         ]

@@ -69,6 +69,21 @@ def test_pages_arriving_back_to_back_slow_a_download_at_most_twofold_and_never_s
     assert now[0] <= 2 * 100 * 0.01 + 1e-9
 
 
+def test_a_download_that_ran_long_never_pauses_longer_than_max_wait_at_once():
+    """Ten minutes to a slow phone, then pages back to back: half its time would allow a pause of
+    minutes, which a proxy in front (or the browser) takes for a dead server."""
+    now = [0.0]
+    pages = EndlessPages(now)
+
+    def pieces():
+        yield "header"
+        now[0] += 600  # sent slowly
+        yield from ("a", "b", "c")
+
+    assert list(giving_way(pieces(), pages, max_wait=1.0, clock=lambda: now[0])) == ["header", "a", "b", "c"]
+    assert pages.waits and max(pages.waits) == 1.0
+
+
 def test_two_pages_at_once_both_count():
     pages = PagesInFlight()
     pages.enter()

@@ -20,7 +20,12 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize(
     ("variable", "value"),
-    [("COLLECTOR_PORT", "fivefivefive"), ("COLLECTOR_FLUSH_INTERVAL", "soon"), ("DEBUG", "maybe")],
+    [
+        ("COLLECTOR_PORT", "fivefivefive"),
+        ("COLLECTOR_FLUSH_INTERVAL", "soon"),
+        ("COLLECTOR_FLUSH_INTERVAL", "5s"),  # django-environ alone read 5.0
+        ("DEBUG", "maybe"),
+    ],
 )
 def test_malformed_value_names_the_variable(variable, value):
     result = manage("check", **{variable: value})
@@ -34,7 +39,8 @@ def test_malformed_value_names_the_variable(variable, value):
         ("COLLECTOR_PORT", "70000", "COLLECTOR_PORT=70000 is not a TCP port"),
         ("COLLECTOR_FLUSH_INTERVAL", "0", "COLLECTOR_FLUSH_INTERVAL must be a positive number"),
         ("COLLECTOR_MAX_CONNECTIONS", "0", "COLLECTOR_MAX_CONNECTIONS must be at least 1"),
-        ("WEB_CLIENT_TIMEOUT", "-1", "WEB_CLIENT_TIMEOUT=-1.0 must be 0 (no limit) or a positive number"),
+        ("WEB_CLIENT_TIMEOUT", "-1", "WEB_CLIENT_TIMEOUT=-1.0 must be 0 (no limit) or a number of seconds"),
+        ("WEB_CLIENT_TIMEOUT", "1e10", "WEB_CLIENT_TIMEOUT=10000000000.0 must be 0 (no limit) or a number"),
     ],
 )
 def test_out_of_range_value_is_a_system_check_error(variable, value, message):

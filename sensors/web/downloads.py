@@ -7,8 +7,8 @@ process counts the pages it is building (`PagesFirstMiddleware`), and a streamed
 between two pieces while that count is above zero: the page runs as if alone, the download
 resumes the moment it is done. Only GET and HEAD requests count: their view starts once their
 headers are in, while a POST's view reads a body a slow client can take its time to send. A
-download never spends more than half its time waiting (`WAITING_SHARE`), so pages arriving back
-to back slow it down at most twofold and never stop it.
+download never spends more than half its time waiting (`WAITING_SHARE`), nor more than `MAX_WAIT`
+at once, so pages arriving back to back slow it down at most twofold and never stop it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Iterator
 from django.http import HttpRequest, HttpResponse
 
 WAITING_SHARE = 0.5  # of a download's time at most spent waiting for pages
+MAX_WAIT = 1.0  # seconds at most of one wait: a download that ran long must not then pause as long
 COUNTED_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -76,17 +77,21 @@ def giving_way(
     pieces: Iterable[str],
     pages: PagesInFlight = PAGES,
     share: float = WAITING_SHARE,
+    max_wait: float = MAX_WAIT,
     clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[str]:
     """`pieces`, each made once no page is being built in this process, or once waiting longer would
-    make the time spent waiting more than `share` of the time since the first piece."""
+    make the time spent waiting more than `share` of the time since the first piece; `max_wait` seconds
+    at most between two pieces (a proxy in front gives up on an answer silent for a minute or so)."""
+    if not 0 <= share < 1:
+        raise ValueError(f"share must be at least 0 and below 1, not {share}")
     started = clock()
     waited = 0.0
     for piece in pieces:
         yield piece
         before = clock()
         # The longest wait after which waited time is still at most `share` of the elapsed time.
-        budget = (share * (before - started) - waited) / (1 - share)
+        budget = min(max_wait, (share * (before - started) - waited) / (1 - share))
         if budget > 0 and pages.count:
             pages.wait_for_none(budget)
             waited += clock() - before
