@@ -15,6 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from harness.processes import free_port
+
 BROKER = ("127.0.0.1", 1883)
 
 
@@ -288,9 +290,3 @@ class PrivateBroker:
             self.process.wait(10)
         self.process = None
         self.log.close()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]

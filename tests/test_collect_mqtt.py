@@ -253,7 +253,7 @@ def test_a_broker_restart_under_a_running_collector_loses_nothing_it_accepted(st
 
 
 def test_a_broker_down_at_start_is_a_logged_retry_then_a_connection(start_collector, tmp_path, token):
-    from tests.peers import free_port
+    from harness.processes import free_port
 
     port = free_port()
     topic, device = f"greenhouse/d{token}/state", f"mqtt:d{token}"

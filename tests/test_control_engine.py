@@ -15,6 +15,7 @@ from django.utils import timezone
 from control.engine import Engine
 from control.models import Event, Output, Rule
 from control.transports import Dispatcher
+from harness.processes import free_port
 from sensors.models import Location, Reading, Sensor
 from tests.peers import RecordingServer, SMTPServer, Subscriber, broker_or_skip, wait_until
 
@@ -397,12 +398,8 @@ def test_a_broken_rule_is_logged_and_does_not_stop_the_others(engine, http_peer,
 def test_a_device_password_in_an_output_url_never_reaches_the_event_log_the_pages_or_the_log(
     engine, bench, settings, caplog, admin_client
 ):
-    import socket
-
     settings.CONTROL_COMMAND_ATTEMPTS = 1
-    with socket.socket() as probe:  # a port nobody listens on: the plug is off the network
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a port nobody listens on: the plug is off the network
     secret = "Hunter2-device-secret"
     heater = Output.objects.create(
         name="Heater",

@@ -7,7 +7,6 @@ import io
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from harness.processes import ROOT
+from harness.processes import ROOT, free_port
 from sensors.ingest.protocol import Accepted, parse_line
 from sensors.ingest.simulator import make_fleet
 from sensors.models import Sensor
@@ -69,9 +68,7 @@ def test_every_line_the_fleet_sends_is_stored(start_collector):
 
 
 def test_boards_reconnect_when_the_collector_restarts(start_collector):
-    with socket.socket() as probe:  # a free port both collector runs will use
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()  # a free port both collector runs will use
     fast = ("--flush-interval", "0.3", "--open-minute-interval", "0.3")  # sensors registered within 0.3 s
     first = start_collector("--port", str(port), *fast)
     fleet = simulate(port, "--sensors", "3", "--interval", "0.1", "--duration", "60")
