@@ -31,16 +31,11 @@ def _typed(kind: str, name: str, default):
         raise ImproperlyConfigured(
             f"Environment variable {name}={env.str(name)!r} is not a valid bool: use true/false, yes/no, on/off or 1/0"
         )
-    # django-environ's float keeps only the digits, dots, commas and minus signs: "5s" was 5.0 and
-    # "1e10" was 110.0. A number of seconds must be a number as Python reads one.
-    if kind == "float" and name in env.ENVIRON:
-        try:
-            return float(env.str(name))
-        except ValueError as exc:
-            raise ImproperlyConfigured(
-                f"Environment variable {name}={env.str(name)!r} is not a valid float: {exc}"
-            ) from exc
     try:
+        # django-environ's float keeps only the digits, dots, commas and minus signs: "5s" was 5.0 and
+        # "1e10" was 110.0. A number of seconds must be a number as Python reads one.
+        if kind == "float" and name in env.ENVIRON:
+            return float(env.str(name))
         return getattr(env, kind)(name, default=default)
     except (ValueError, TypeError) as exc:
         raise ImproperlyConfigured(

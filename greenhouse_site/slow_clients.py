@@ -4,7 +4,7 @@ gunicorn's threaded workers write an answer with no deadline, and `--timeout` on
 worker's main loop: a phone that walked out of the Wi-Fi in the middle of a download, or a client
 that means harm, held its thread for as long as it liked, and 32 of them stopped the web UI
 (docs/security.md). The middleware gives the connection's socket a timeout, which bounds each
-write of the answer (a piece of a download is ~40 kB) and each read of a request body. gunicorn
+write of the answer (a piece of a download is ~35 kB) and each read of a request body. gunicorn
 then logs the timeout as a socket error with a traceback; `QuietClientTimeouts` turns that into
 one warning line, since a client that went away is not a fault of the server.
 """

@@ -7,11 +7,11 @@ import os
 from django.core.signals import request_finished
 from django.core.wsgi import get_wsgi_application
 
+from greenhouse_site.slow_clients import QuietClientTimeouts
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "greenhouse_site.settings")
 
 application = get_wsgi_application()
-
-from greenhouse_site.slow_clients import QuietClientTimeouts  # noqa: E402  (after the settings are set up)
 
 # gunicorn's own error log: a client that timed out is one warning line, not a traceback.
 logging.getLogger("gunicorn.error").addFilter(QuietClientTimeouts())
